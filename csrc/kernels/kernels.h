@@ -1,0 +1,132 @@
+// The kernel contract: argument structs, packed-weight layouts and the per-ISA function table.
+//
+// Every kernel works on NHWC float32 data. "ld" (leading dimension) is the number of floats
+// between two consecutive pixels, so a kernel can read a channel slice of a wider tensor or
+// write at a channel offset into a wider buffer (concatenation without copies). Kernels that
+// produce rows take a range of output rows, so a plan can split work over threads or tiles.
+//
+// Each ISA (scalar reference, AVX2+FMA, AVX-512, NEON) provides the same functions; the scalar
+// one in ref.cc files is the plain reference the vector versions are tested against.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tmn {
+
+enum class ActKind : int32_t { none = 0, relu = 1, relu6 = 2, hardswish = 3, hardsigmoid = 4 };
+
+// gate(x) = clamp(alpha * x + beta, 0, 1); hardsigmoid(x) = gate(x), hardswish(x) = x * gate(x).
+// The defaults give torch's relu6(x + 3) / 6; ONNX HardSigmoid uses alpha = 0.2, beta = 0.5.
+struct Activation {
+  ActKind kind = ActKind::none;
+  float alpha = 1.0f / 6.0f;
+  float beta = 0.5f;
+};
+
+inline float apply_activation(float x, const Activation& a) {
+  switch (a.kind) {
+    case ActKind::none: return x;
+    case ActKind::relu: return x > 0.0f ? x : 0.0f;
+    case ActKind::relu6: return x < 0.0f ? 0.0f : (x > 6.0f ? 6.0f : x);
+    case ActKind::hardsigmoid:
+    case ActKind::hardswish: {
+      float g = a.alpha * x + a.beta;
+      g = g < 0.0f ? 0.0f : (g > 1.0f ? 1.0f : g);
+      return a.kind == ActKind::hardswish ? x * g : g;
+    }
+  }
+  return x;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pointwise (1x1) convolution / fully connected layer as a GEMM on pre-packed weights:
+//   C[m, n] = act(sum_k A[m, k] * W[n, k] + bias[n] + R[m, n])      (R optional)
+// Packed layout for panel width NR (the ISA's choice): ceil(N / NR) panels; panel p holds
+// bias[p*NR .. p*NR+NR) then K rows of NR weights W[p*NR + j, k], zero padded past N.
+struct GemmArgs {
+  int64_t m = 0;            // rows (pixels) to compute
+  int32_t k = 0;            // input channels
+  int32_t n = 0;            // output channels
+  const float* a = nullptr; // m rows, row i at a + i * lda
+  int64_t lda = 0;
+  const float* packed_w = nullptr;
+  float* c = nullptr;       // m rows, row i at c + i * ldc, n floats written per row
+  int64_t ldc = 0;
+  const float* residual = nullptr;  // optional, row i at residual + i * ldr
+  int64_t ldr = 0;
+  Activation act;
+};
+
+inline int64_t gemm_packed_floats(int32_t k, int32_t n, int32_t nr) {
+  return static_cast<int64_t>((n + nr - 1) / nr) * (static_cast<int64_t>(k) + 1) * nr;
+}
+// w is (N, K) row major (PyTorch (Cout, Cin) for a 1x1 conv); bias may be null (zeros).
+void pack_gemm_weights(const float* w, const float* bias, int32_t k, int32_t n, int32_t nr,
+                       float* packed);
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise convolution (multiplier 1) of one image, any kernel size, stride and padding.
+// Packed layout for channel block CB (the ISA's choice): ceil(C / CB) blocks; block b holds
+// bias[b*CB .. b*CB+CB) then KH*KW taps (row-major ky, kx) of CB weights, zero padded past C.
+struct DwconvArgs {
+  const float* in = nullptr;   // pixel (y, x) at in + (y * w + x) * in_ld
+  int32_t h = 0, w = 0, c = 0;
+  int64_t in_ld = 0;
+  float* out = nullptr;        // pixel (oy, ox) at out + (oy * out_w + ox) * out_ld
+  int32_t out_h = 0, out_w = 0;
+  int64_t out_ld = 0;
+  int32_t kh = 3, kw = 3, sh = 1, sw = 1;
+  int32_t pad_top = 0, pad_left = 0;  // bottom/right padding is implied by out_h/out_w
+  const float* packed_w = nullptr;
+  int32_t oy_begin = 0, oy_end = 0;   // output rows [oy_begin, oy_end) are computed
+  Activation act;
+};
+
+inline int64_t dwconv_packed_floats(int32_t c, int32_t kh, int32_t kw, int32_t cb) {
+  return static_cast<int64_t>((c + cb - 1) / cb) * cb * (1 + static_cast<int64_t>(kh) * kw);
+}
+// w is (C, 1, KH, KW) (PyTorch layout); bias may be null.
+void pack_dwconv_weights(const float* w, const float* bias, int32_t c, int32_t kh, int32_t kw,
+                         int32_t cb, float* packed);
+
+// ---------------------------------------------------------------------------------------------
+// Pooling over one image (NHWC, same ld conventions as DwconvArgs).
+enum class PoolKind : int32_t { average = 0, max = 1 };
+struct PoolArgs {
+  PoolKind kind = PoolKind::average;
+  const float* in = nullptr;
+  int32_t h = 0, w = 0, c = 0;
+  int64_t in_ld = 0;
+  float* out = nullptr;
+  int32_t out_h = 0, out_w = 0;
+  int64_t out_ld = 0;
+  int32_t kh = 1, kw = 1, sh = 1, sw = 1;
+  int32_t pad_top = 0, pad_left = 0;
+  bool count_include_pad = false;  // average only: divide by kh*kw (torch default) or by the
+                                   // number of in-bounds taps (TF "SAME")
+  int32_t oy_begin = 0, oy_end = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The per-ISA function table.
+struct KernelTable {
+  const char* name;
+  int32_t gemm_nr;      // panel width of pack_gemm_weights for gemm
+  int32_t dwconv_cb;    // channel block of pack_dwconv_weights for dwconv
+  void (*gemm)(const GemmArgs&);
+  void (*dwconv)(const DwconvArgs&);
+  void (*pool)(const PoolArgs&);
+  // out[c] = mean over `pixels` pixels of in[p * ld + c], for c < channels.
+  void (*global_avg_pool)(const float* in, int64_t pixels, int32_t channels, int64_t ld,
+                          float* out);
+  // y[i] = act(x[i]) for i < count (y may alias x).
+  void (*activation)(const float* x, float* y, int64_t count, const Activation& act);
+  // y[i] = act(a[i] + b[i]) (y may alias a or b).
+  void (*add)(const float* a, const float* b, float* y, int64_t count, const Activation& act);
+  // y[p * ld + c] = x[p * ld + c] * scale[c] for p < pixels, c < channels (y may alias x).
+  void (*mul_channels)(const float* x, const float* scale, float* y, int64_t pixels,
+                       int32_t channels, int64_t ld);
+};
+
+}  // namespace tmn

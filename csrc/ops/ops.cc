@@ -1,0 +1,235 @@
+#include "ops/ops.h"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <utility>
+
+namespace tmn {
+
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+std::pair<int32_t, int32_t> same_pads(int32_t size, int32_t k, int32_t s) {
+  const int32_t out = (size + s - 1) / s;
+  const int32_t total = std::max((out - 1) * s + k - size, 0);
+  return {total / 2, total - total / 2};
+}
+
+}  // namespace
+
+AlignedFloats::AlignedFloats(int64_t count) : size_(count) {
+  const size_t bytes = ((static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(float)) + 63) &
+                       ~static_cast<size_t>(63);
+  data_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+  if (!data_) throw std::bad_alloc();
+}
+
+WindowGeometry window_geometry(int32_t h, int32_t w, int32_t kh, int32_t kw, int32_t sh,
+                               int32_t sw, const Padding& pad) {
+  WindowGeometry g{};
+  if (pad.same) {
+    std::tie(g.pad_top, g.pad_bottom) = same_pads(h, kh, sh);
+    std::tie(g.pad_left, g.pad_right) = same_pads(w, kw, sw);
+  } else {
+    g.pad_top = pad.top, g.pad_bottom = pad.bottom, g.pad_left = pad.left, g.pad_right = pad.right;
+  }
+  const int64_t ph = static_cast<int64_t>(h) + g.pad_top + g.pad_bottom;
+  const int64_t pw = static_cast<int64_t>(w) + g.pad_left + g.pad_right;
+  require(h > 0 && w > 0, "input spatial size must be positive");
+  require(ph >= kh && pw >= kw, "input spatial size " + std::to_string(h) + "x" +
+                                    std::to_string(w) + " (padded " + std::to_string(ph) + "x" +
+                                    std::to_string(pw) + ") is smaller than the kernel " +
+                                    std::to_string(kh) + "x" + std::to_string(kw));
+  g.out_h = static_cast<int32_t>((ph - kh) / sh + 1);
+  g.out_w = static_cast<int32_t>((pw - kw) / sw + 1);
+  return g;
+}
+
+// ---------------------------------------------------------------------------------- Conv2d
+
+Conv2d::Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin, int32_t kh,
+               int32_t kw, int32_t sh, int32_t sw, Padding pad, int32_t groups, Activation act,
+               Isa isa)
+    : isa_(isa),
+      table_(&kernel_table(isa)),
+      cout_(cout), cin_(cin), kh_(kh), kw_(kw), sh_(sh), sw_(sw),
+      pad_(pad),
+      act_(act) {
+  require(cout > 0 && cin > 0, "channels must be positive");
+  require(kh > 0 && kw > 0, "kernel size must be positive");
+  require(sh > 0 && sw > 0, "stride must be positive");
+  require(pad.top >= 0 && pad.bottom >= 0 && pad.left >= 0 && pad.right >= 0,
+          "padding must be >= 0");
+  if (groups == cin && cin == cout && groups > 1) {
+    kind_ = Kind::depthwise;
+    const int32_t cb = table_->dwconv_cb;
+    packed_ = AlignedFloats(dwconv_packed_floats(cout, kh, kw, cb));
+    pack_dwconv_weights(weight, bias, cout, kh, kw, cb, packed_.data());
+    return;
+  }
+  require(groups == 1, "groups must be 1 or equal to in_channels == out_channels (depthwise), got " +
+                           std::to_string(groups));
+  const int32_t nr = table_->gemm_nr;
+  const bool pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && !pad.same &&
+                         pad.top == 0 && pad.bottom == 0 && pad.left == 0 && pad.right == 0;
+  kind_ = pointwise ? Kind::pointwise : Kind::direct;
+  const int32_t k = kh * kw * cin;
+  packed_ = AlignedFloats(gemm_packed_floats(k, cout, nr));
+  if (pointwise) {
+    pack_gemm_weights(weight, bias, k, cout, nr, packed_.data());
+    return;
+  }
+  // im2col rows are (ky, kx, ci) ordered (NHWC patches), so reorder (co, ci, ky, kx) to match.
+  std::vector<float> reordered(static_cast<size_t>(cout) * k);
+  for (int32_t co = 0; co < cout; ++co)
+    for (int32_t ci = 0; ci < cin; ++ci)
+      for (int32_t ky = 0; ky < kh; ++ky)
+        for (int32_t kx = 0; kx < kw; ++kx)
+          reordered[(static_cast<size_t>(co) * kh * kw + ky * kw + kx) * cin + ci] =
+              weight[((static_cast<size_t>(co) * cin + ci) * kh + ky) * kw + kx];
+  pack_gemm_weights(reordered.data(), bias, k, cout, nr, packed_.data());
+}
+
+void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual, int64_t res_ld,
+                 int32_t oy_begin, int32_t oy_end) const {
+  const WindowGeometry g = geometry(in.h, in.w);
+  require(0 <= oy_begin && oy_begin <= oy_end && oy_end <= g.out_h, "output row range out of bounds");
+  if (oy_begin == oy_end) return;
+  const int64_t first_pixel = static_cast<int64_t>(oy_begin) * g.out_w;
+  const int64_t pixels = static_cast<int64_t>(oy_end - oy_begin) * g.out_w;
+
+  if (kind_ == Kind::depthwise) {
+    DwconvArgs d;
+    d.in = in.data, d.h = in.h, d.w = in.w, d.c = cin_, d.in_ld = in.ld;
+    d.out = out, d.out_h = g.out_h, d.out_w = g.out_w, d.out_ld = out_ld;
+    d.kh = kh_, d.kw = kw_, d.sh = sh_, d.sw = sw_, d.pad_top = g.pad_top, d.pad_left = g.pad_left;
+    d.packed_w = packed_.data();
+    d.oy_begin = oy_begin, d.oy_end = oy_end;
+    d.act = residual ? Activation{} : act_;
+    table_->dwconv(d);
+    if (residual) {  // rare: y = act(dw + residual), one pass per pixel
+      for (int64_t p = first_pixel; p < first_pixel + pixels; ++p)
+        table_->add(out + p * out_ld, residual + p * res_ld, out + p * out_ld, cout_, act_);
+    }
+    return;
+  }
+
+  GemmArgs a;
+  a.k = kh_ * kw_ * cin_, a.n = cout_;
+  a.packed_w = packed_.data();
+  a.act = act_;
+  if (kind_ == Kind::pointwise) {
+    a.m = pixels;
+    a.a = in.data + first_pixel * in.ld, a.lda = in.ld;
+    a.c = out + first_pixel * out_ld, a.ldc = out_ld;
+    a.residual = residual ? residual + first_pixel * res_ld : nullptr, a.ldr = res_ld;
+    table_->gemm(a);
+    return;
+  }
+
+  // Direct convolution: im2col one output row at a time (zeros for padding), then GEMM.
+  const int32_t k = a.k;
+  thread_local std::vector<float> patches;
+  patches.resize(static_cast<size_t>(g.out_w) * k);
+  for (int32_t oy = oy_begin; oy < oy_end; ++oy) {
+    for (int32_t ox = 0; ox < g.out_w; ++ox) {
+      float* dst = patches.data() + static_cast<size_t>(ox) * k;
+      for (int32_t ky = 0; ky < kh_; ++ky) {
+        const int32_t iy = oy * sh_ - g.pad_top + ky;
+        for (int32_t kx = 0; kx < kw_; ++kx, dst += cin_) {
+          const int32_t ix = ox * sw_ - g.pad_left + kx;
+          if (iy < 0 || iy >= in.h || ix < 0 || ix >= in.w)
+            std::memset(dst, 0, sizeof(float) * cin_);
+          else
+            std::memcpy(dst, in.data + (static_cast<int64_t>(iy) * in.w + ix) * in.ld,
+                        sizeof(float) * cin_);
+        }
+      }
+    }
+    const int64_t row_pixel = static_cast<int64_t>(oy) * g.out_w;
+    a.m = g.out_w;
+    a.a = patches.data(), a.lda = k;
+    a.c = out + row_pixel * out_ld, a.ldc = out_ld;
+    a.residual = residual ? residual + row_pixel * res_ld : nullptr, a.ldr = res_ld;
+    table_->gemm(a);
+  }
+}
+
+// ---------------------------------------------------------------------------------- Linear
+
+Linear::Linear(const float* weight, const float* bias, int32_t out_features, int32_t in_features,
+               Activation act, Isa isa)
+    : table_(&kernel_table(isa)), out_(out_features), in_(in_features), act_(act) {
+  require(out_features > 0 && in_features > 0, "features must be positive");
+  packed_ = AlignedFloats(gemm_packed_floats(in_, out_, table_->gemm_nr));
+  pack_gemm_weights(weight, bias, in_, out_, table_->gemm_nr, packed_.data());
+}
+
+void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows) const {
+  GemmArgs a;
+  a.m = rows, a.k = in_, a.n = out_;
+  a.a = x, a.lda = ldx;
+  a.packed_w = packed_.data();
+  a.c = y, a.ldc = ldy;
+  a.act = act_;
+  table_->gemm(a);
+}
+
+// --------------------------------------------------------------------------- SqueezeExcite
+
+SqueezeExcite::SqueezeExcite(const float* w1, const float* b1, const float* w2, const float* b2,
+                             int32_t channels, int32_t squeeze, Activation inner,
+                             Activation gate, Isa isa)
+    : table_(&kernel_table(isa)),
+      reduce_(w1, b1, squeeze, channels, inner, isa),
+      expand_(w2, b2, channels, squeeze, gate, isa) {}
+
+void SqueezeExcite::run(const float* x, int64_t pixels, int64_t ld, float* y,
+                        int64_t y_ld) const {
+  const int32_t c = channels(), s = squeeze();
+  thread_local std::vector<float> scratch;
+  scratch.resize(static_cast<size_t>(2 * c + s));
+  float* pooled = scratch.data();
+  float* hidden = pooled + c;
+  float* gate = hidden + s;
+  table_->global_avg_pool(x, pixels, c, ld, pooled);
+  reduce_.run(pooled, c, hidden, s, 1);
+  expand_.run(hidden, s, gate, c, 1);
+  if (y == x || y_ld == ld) {
+    table_->mul_channels(x, gate, y, pixels, c, ld);
+  } else {
+    for (int64_t p = 0; p < pixels; ++p) table_->mul_channels(x + p * ld, gate, y + p * y_ld, 1, c, c);
+  }
+}
+
+// ---------------------------------------------------------------------------------- Pool2d
+
+Pool2d::Pool2d(PoolKind kind, int32_t kh, int32_t kw, int32_t sh, int32_t sw, Padding pad,
+               bool count_include_pad, Isa isa)
+    : table_(&kernel_table(isa)), kind_(kind), kh_(kh), kw_(kw), sh_(sh), sw_(sw), pad_(pad),
+      count_include_pad_(count_include_pad) {
+  require(kh > 0 && kw > 0 && sh > 0 && sw > 0, "pool kernel and stride must be positive");
+}
+
+void Pool2d::run(ImageView in, int32_t channels, float* out, int64_t out_ld, int32_t oy_begin,
+                 int32_t oy_end) const {
+  const WindowGeometry g = geometry(in.h, in.w);
+  require(0 <= oy_begin && oy_begin <= oy_end && oy_end <= g.out_h, "output row range out of bounds");
+  PoolArgs p;
+  p.kind = kind_;
+  p.in = in.data, p.h = in.h, p.w = in.w, p.c = channels, p.in_ld = in.ld;
+  p.out = out, p.out_h = g.out_h, p.out_w = g.out_w, p.out_ld = out_ld;
+  p.kh = kh_, p.kw = kw_, p.sh = sh_, p.sw = sw_, p.pad_top = g.pad_top, p.pad_left = g.pad_left;
+  p.count_include_pad = count_include_pad_;
+  p.oy_begin = oy_begin, p.oy_end = oy_end;
+  table_->pool(p);
+}
+
+}  // namespace tmn

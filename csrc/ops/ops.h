@@ -1,0 +1,138 @@
+// Ops: validated layer objects that own packed weights and call the kernels of the ISA they
+// were created for. The Python API (python/bindings.cc) and the compiled model plan both use
+// these; they work on one image and a range of output rows, so callers can split the work.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "runtime/isa.h"
+
+namespace tmn {
+
+// 64-byte aligned float storage for packed weights and scratch.
+class AlignedFloats {
+ public:
+  AlignedFloats() = default;
+  explicit AlignedFloats(int64_t count);
+  float* data() { return data_.get(); }
+  const float* data() const { return data_.get(); }
+  int64_t size() const { return size_; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float[], Free> data_;
+  int64_t size_ = 0;
+};
+
+struct Padding {
+  int32_t top = 0, bottom = 0, left = 0, right = 0;
+  bool same = false;  // TF "SAME": resolved from the input size at run time
+};
+
+struct WindowGeometry {
+  int32_t out_h, out_w;
+  int32_t pad_top, pad_bottom, pad_left, pad_right;
+};
+
+// Output size and resolved padding of a kh x kw / sh x sw window over an h x w input.
+// Throws std::invalid_argument if the window does not fit.
+WindowGeometry window_geometry(int32_t h, int32_t w, int32_t kh, int32_t kw, int32_t sh,
+                               int32_t sw, const Padding& pad);
+
+// A view of one NHWC image (or rows of it): pixel (y, x) at data + (y * w + x) * ld.
+struct ImageView {
+  const float* data;
+  int32_t h, w;
+  int64_t ld;
+};
+
+class Conv2d {
+ public:
+  enum class Kind { pointwise, depthwise, direct };
+
+  // weight: PyTorch layout (cout, cin / groups, kh, kw); bias: cout floats or null.
+  // groups must be 1, or equal cin == cout (depthwise).
+  Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin, int32_t kh,
+         int32_t kw, int32_t sh, int32_t sw, Padding pad, int32_t groups, Activation act,
+         Isa isa);
+
+  Kind kind() const { return kind_; }
+  Isa isa() const { return isa_; }
+  int32_t cin() const { return cin_; }
+  int32_t cout() const { return cout_; }
+  WindowGeometry geometry(int32_t h, int32_t w) const {
+    return window_geometry(h, w, kh_, kw_, sh_, sw_, pad_);
+  }
+
+  // Computes output rows [oy_begin, oy_end) of one image into out (row stride out_w * out_ld,
+  // cout channels written at out + pixel * out_ld). residual (optional) has the output's
+  // shape with pixel stride res_ld; y = act(conv + bias + residual).
+  void run(ImageView in, float* out, int64_t out_ld, const float* residual, int64_t res_ld,
+           int32_t oy_begin, int32_t oy_end) const;
+
+ private:
+  Kind kind_;
+  Isa isa_;
+  const KernelTable* table_;
+  int32_t cout_, cin_, kh_, kw_, sh_, sw_;
+  Padding pad_;
+  Activation act_;
+  AlignedFloats packed_;
+};
+
+// y = act(x W^T + b) for a batch of rows: x (m, in) with row stride ldx, y (m, out) / ldy.
+class Linear {
+ public:
+  Linear(const float* weight, const float* bias, int32_t out_features, int32_t in_features,
+         Activation act, Isa isa);
+  void run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows) const;
+  int32_t in_features() const { return in_; }
+  int32_t out_features() const { return out_; }
+
+ private:
+  const KernelTable* table_;
+  int32_t out_, in_;
+  Activation act_;
+  AlignedFloats packed_;
+};
+
+// Squeeze-and-excite: y = x * gate(W2 inner(W1 mean_hw(x) + b1) + b2), per image.
+class SqueezeExcite {
+ public:
+  SqueezeExcite(const float* w1, const float* b1, const float* w2, const float* b2,
+                int32_t channels, int32_t squeeze, Activation inner, Activation gate, Isa isa);
+  int32_t channels() const { return reduce_.in_features(); }
+  int32_t squeeze() const { return reduce_.out_features(); }
+  // One image of `pixels` pixels (stride ld); y may alias x.
+  void run(const float* x, int64_t pixels, int64_t ld, float* y, int64_t y_ld) const;
+
+ private:
+  const KernelTable* table_;
+  Linear reduce_, expand_;
+};
+
+class Pool2d {
+ public:
+  Pool2d(PoolKind kind, int32_t kh, int32_t kw, int32_t sh, int32_t sw, Padding pad,
+         bool count_include_pad, Isa isa);
+  WindowGeometry geometry(int32_t h, int32_t w) const {
+    return window_geometry(h, w, kh_, kw_, sh_, sw_, pad_);
+  }
+  void run(ImageView in, int32_t channels, float* out, int64_t out_ld, int32_t oy_begin,
+           int32_t oy_end) const;
+
+ private:
+  const KernelTable* table_;
+  PoolKind kind_;
+  int32_t kh_, kw_, sh_, sw_;
+  Padding pad_;
+  bool count_include_pad_;
+};
+
+}  // namespace tmn

@@ -1,0 +1,377 @@
+// tinymnet._C: the only file that knows pybind11. Argument checking that needs nice messages
+// lives in src/tinymnet/kernels.py; here every array is checked again (dtype, contiguity,
+// shape) so a direct _C call can never read or write out of bounds. Compute releases the GIL.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "ops/ops.h"
+#include "runtime/isa.h"
+
+namespace py = pybind11;
+using namespace tmn;
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style>;
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+// A C-contiguous float32 array of the given rank (checked, never converted).
+py::buffer_info float_buffer(const py::handle& obj, const char* name, int ndim, bool writable) {
+  require(py::isinstance<py::array>(obj), std::string(name) + " must be a numpy array");
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  require(arr.dtype().is(py::dtype::of<float>()), std::string(name) + " must be float32");
+  require(arr.flags() & py::array::c_style, std::string(name) + " must be C-contiguous");
+  require(!writable || arr.writeable(), std::string(name) + " must be writable");
+  require(arr.ndim() == ndim,
+          std::string(name) + " must have " + std::to_string(ndim) + " dimensions");
+  return arr.request(writable);
+}
+
+const float* optional_floats(const py::object& obj, const char* name, int64_t count) {
+  if (obj.is_none()) return nullptr;
+  auto info = float_buffer(obj, name, 1, false);
+  require(info.shape[0] == count,
+          std::string(name) + " must have " + std::to_string(count) + " values");
+  return static_cast<const float*>(info.ptr);
+}
+
+Activation parse_activation(const std::string& name, float alpha, float beta) {
+  Activation a;
+  a.alpha = alpha, a.beta = beta;
+  if (name.empty() || name == "none") a.kind = ActKind::none;
+  else if (name == "relu") a.kind = ActKind::relu;
+  else if (name == "relu6") a.kind = ActKind::relu6;
+  else if (name == "hardswish") a.kind = ActKind::hardswish;
+  else if (name == "hardsigmoid") a.kind = ActKind::hardsigmoid;
+  else throw std::invalid_argument("unknown activation '" + name + "'");
+  return a;
+}
+
+Padding make_padding(const std::vector<int32_t>& pads, bool same) {
+  Padding p;
+  p.same = same;
+  if (!same) {
+    require(pads.size() == 4, "padding must be (top, bottom, left, right)");
+    p.top = pads[0], p.bottom = pads[1], p.left = pads[2], p.right = pads[3];
+  }
+  return p;
+}
+
+struct Nhwc {
+  int64_t n, h, w, c;
+};
+
+Nhwc nhwc(const py::buffer_info& b) { return {b.shape[0], b.shape[1], b.shape[2], b.shape[3]}; }
+
+// ---------------------------------------------------------------- Conv2d
+
+class PyConv2d {
+ public:
+  PyConv2d(const py::object& weight, const py::object& bias, std::pair<int, int> stride,
+           std::vector<int32_t> pads, bool same, int groups, const std::string& act, float alpha,
+           float beta)
+      : op_(make(weight, bias, stride, pads, same, groups, parse_activation(act, alpha, beta))) {}
+
+  std::string kind() const {
+    switch (op_->kind()) {
+      case Conv2d::Kind::pointwise: return "pointwise";
+      case Conv2d::Kind::depthwise: return "depthwise";
+      default: return "direct";
+    }
+  }
+  std::string isa() const { return isa_name(op_->isa()); }
+  std::pair<int, int> out_hw(int h, int w) const {
+    auto g = op_->geometry(h, w);
+    return {g.out_h, g.out_w};
+  }
+
+  // x (N, H, W, Cin); out (N, OH, OW, Ctotal) written at [channel_offset, +Cout);
+  // residual (N, OH, OW, Cout) or None.
+  void run(const py::object& x, const py::object& out, int64_t channel_offset,
+           const py::object& residual) const {
+    auto xb = float_buffer(x, "x", 4, false);
+    auto ob = float_buffer(out, "out", 4, true);
+    const Nhwc xs = nhwc(xb), os = nhwc(ob);
+    require(xs.c == op_->cin(), "x has " + std::to_string(xs.c) + " channels, the conv expects " +
+                                    std::to_string(op_->cin()));
+    require(xs.h < (1 << 30) && xs.w < (1 << 30), "x is too large");
+    const auto g = op_->geometry(static_cast<int32_t>(xs.h), static_cast<int32_t>(xs.w));
+    require(os.n == xs.n && os.h == g.out_h && os.w == g.out_w, "out has the wrong shape");
+    require(channel_offset >= 0 && channel_offset + op_->cout() <= os.c,
+            "channel_offset + out_channels exceeds out's channels");
+    const float* res = nullptr;
+    if (!residual.is_none()) {
+      auto rb = float_buffer(residual, "residual", 4, false);
+      const Nhwc rs = nhwc(rb);
+      require(rs.n == xs.n && rs.h == g.out_h && rs.w == g.out_w && rs.c == op_->cout(),
+              "residual must have the output's shape");
+      res = static_cast<const float*>(rb.ptr);
+    }
+    const float* xp = static_cast<const float*>(xb.ptr);
+    float* op = static_cast<float*>(ob.ptr) + channel_offset;
+    py::gil_scoped_release release;
+    const int64_t in_image = xs.h * xs.w * xs.c, out_image = os.h * os.w * os.c;
+    const int64_t res_image = static_cast<int64_t>(g.out_h) * g.out_w * op_->cout();
+    for (int64_t i = 0; i < xs.n; ++i)
+      op_->run({xp + i * in_image, static_cast<int32_t>(xs.h), static_cast<int32_t>(xs.w), xs.c},
+               op + i * out_image, os.c, res ? res + i * res_image : nullptr, op_->cout(), 0,
+               g.out_h);
+  }
+
+ private:
+  static std::unique_ptr<Conv2d> make(const py::object& weight, const py::object& bias,
+                                      std::pair<int, int> stride, const std::vector<int32_t>& pads,
+                                      bool same, int groups, Activation act) {
+    auto wb = float_buffer(weight, "weight", 4, false);
+    const int64_t cout = wb.shape[0], cin_g = wb.shape[1], kh = wb.shape[2], kw = wb.shape[3];
+    require(groups >= 1, "groups must be >= 1");
+    require(cout > 0 && cin_g > 0 && kh > 0 && kw > 0, "weight dimensions must be positive");
+    const float* b = optional_floats(bias, "bias", cout);
+    return std::make_unique<Conv2d>(static_cast<const float*>(wb.ptr), b, cout, cin_g * groups,
+                                    kh, kw, stride.first, stride.second, make_padding(pads, same),
+                                    groups, act, current_isa());
+  }
+  std::unique_ptr<Conv2d> op_;
+};
+
+// ---------------------------------------------------------------- Linear
+
+class PyLinear {
+ public:
+  PyLinear(const py::object& weight, const py::object& bias, const std::string& act, float alpha,
+           float beta)
+      : op_(make(weight, bias, parse_activation(act, alpha, beta))) {}
+  void run(const py::object& x, const py::object& y) const {
+    auto xb = float_buffer(x, "x", 2, false);
+    auto yb = float_buffer(y, "out", 2, true);
+    require(xb.shape[1] == op_->in_features(), "x must have " +
+                                                   std::to_string(op_->in_features()) +
+                                                   " features");
+    require(yb.shape[0] == xb.shape[0] && yb.shape[1] == op_->out_features(),
+            "out has the wrong shape");
+    const float* xp = static_cast<const float*>(xb.ptr);
+    float* yp = static_cast<float*>(yb.ptr);
+    const int64_t rows = xb.shape[0];
+    py::gil_scoped_release release;
+    op_->run(xp, op_->in_features(), yp, op_->out_features(), rows);
+  }
+
+ private:
+  static std::unique_ptr<Linear> make(const py::object& weight, const py::object& bias,
+                                      Activation act) {
+    auto wb = float_buffer(weight, "weight", 2, false);
+    require(wb.shape[0] > 0 && wb.shape[1] > 0, "weight dimensions must be positive");
+    const float* b = optional_floats(bias, "bias", wb.shape[0]);
+    return std::make_unique<Linear>(static_cast<const float*>(wb.ptr), b, wb.shape[0],
+                                    wb.shape[1], act, current_isa());
+  }
+  std::unique_ptr<Linear> op_;
+};
+
+// ---------------------------------------------------------------- SqueezeExcite
+
+class PySqueezeExcite {
+ public:
+  PySqueezeExcite(const py::object& w1, const py::object& b1, const py::object& w2,
+                  const py::object& b2, const std::string& inner, const std::string& gate,
+                  float alpha, float beta)
+      : op_(make(w1, b1, w2, b2, parse_activation(inner, alpha, beta),
+                 parse_activation(gate, alpha, beta))) {}
+  void run(const py::object& x, const py::object& y) const {
+    auto xb = float_buffer(x, "x", 4, false);
+    auto yb = float_buffer(y, "out", 4, true);
+    const Nhwc xs = nhwc(xb), ys = nhwc(yb);
+    require(xs.c == op_->channels(), "x must have " + std::to_string(op_->channels()) +
+                                         " channels");
+    require(ys.n == xs.n && ys.h == xs.h && ys.w == xs.w && ys.c == xs.c,
+            "out must have x's shape");
+    const float* xp = static_cast<const float*>(xb.ptr);
+    float* yp = static_cast<float*>(yb.ptr);
+    py::gil_scoped_release release;
+    const int64_t pixels = xs.h * xs.w, image = pixels * xs.c;
+    for (int64_t i = 0; i < xs.n; ++i) op_->run(xp + i * image, pixels, xs.c, yp + i * image, xs.c);
+  }
+
+ private:
+  static std::unique_ptr<SqueezeExcite> make(const py::object& w1, const py::object& b1,
+                                             const py::object& w2, const py::object& b2,
+                                             Activation inner, Activation gate) {
+    auto w1b = float_buffer(w1, "w1", 2, false);
+    auto w2b = float_buffer(w2, "w2", 2, false);
+    const int64_t s = w1b.shape[0], c = w1b.shape[1];
+    require(s > 0 && c > 0, "w1 dimensions must be positive");
+    require(w2b.shape[0] == c && w2b.shape[1] == s, "w2 must have shape (channels, squeeze)");
+    return std::make_unique<SqueezeExcite>(
+        static_cast<const float*>(w1b.ptr), optional_floats(b1, "b1", s),
+        static_cast<const float*>(w2b.ptr), optional_floats(b2, "b2", c), c, s, inner, gate,
+        current_isa());
+  }
+  std::unique_ptr<SqueezeExcite> op_;
+};
+
+// ---------------------------------------------------------------- Pool2d
+
+class PyPool2d {
+ public:
+  PyPool2d(const std::string& kind, std::pair<int, int> kernel, std::pair<int, int> stride,
+           std::vector<int32_t> pads, bool same, bool count_include_pad)
+      : op_(kind == "max" ? PoolKind::max : PoolKind::average, kernel.first, kernel.second,
+            stride.first, stride.second, make_padding(pads, same), count_include_pad,
+            current_isa()) {
+    require(kind == "max" || kind == "average", "pool kind must be 'max' or 'average'");
+  }
+  std::pair<int, int> out_hw(int h, int w) const {
+    auto g = op_.geometry(h, w);
+    return {g.out_h, g.out_w};
+  }
+  void run(const py::object& x, const py::object& y) const {
+    auto xb = float_buffer(x, "x", 4, false);
+    auto yb = float_buffer(y, "out", 4, true);
+    const Nhwc xs = nhwc(xb), ys = nhwc(yb);
+    const auto g = op_.geometry(static_cast<int32_t>(xs.h), static_cast<int32_t>(xs.w));
+    require(ys.n == xs.n && ys.h == g.out_h && ys.w == g.out_w && ys.c == xs.c,
+            "out has the wrong shape");
+    const float* xp = static_cast<const float*>(xb.ptr);
+    float* yp = static_cast<float*>(yb.ptr);
+    py::gil_scoped_release release;
+    for (int64_t i = 0; i < xs.n; ++i)
+      op_.run({xp + i * xs.h * xs.w * xs.c, static_cast<int32_t>(xs.h),
+               static_cast<int32_t>(xs.w), xs.c},
+              static_cast<int32_t>(xs.c), yp + i * ys.h * ys.w * ys.c, ys.c, 0, g.out_h);
+  }
+
+ private:
+  Pool2d op_;
+};
+
+// ---------------------------------------------------------------- free functions
+
+const KernelTable& table() { return kernel_table(current_isa()); }
+
+void global_avg_pool(const py::object& x, const py::object& y) {
+  auto xb = float_buffer(x, "x", 4, false);
+  auto yb = float_buffer(y, "out", 4, true);
+  const Nhwc xs = nhwc(xb), ys = nhwc(yb);
+  require(ys.n == xs.n && ys.h == 1 && ys.w == 1 && ys.c == xs.c, "out must be (N, 1, 1, C)");
+  const auto& t = table();
+  const float* xp = static_cast<const float*>(xb.ptr);
+  float* yp = static_cast<float*>(yb.ptr);
+  py::gil_scoped_release release;
+  for (int64_t i = 0; i < xs.n; ++i)
+    t.global_avg_pool(xp + i * xs.h * xs.w * xs.c, xs.h * xs.w, xs.c, xs.c, yp + i * xs.c);
+}
+
+void activation(const py::array& x, const py::object& y, const std::string& name, float alpha,
+                float beta) {
+  auto xb = float_buffer(x, "x", x.ndim(), false);
+  auto yb = float_buffer(y, "out", x.ndim(), true);
+  require(xb.size == yb.size, "out must have x's shape");
+  const Activation a = parse_activation(name, alpha, beta);
+  const auto& t = table();
+  const float* xp = static_cast<const float*>(xb.ptr);
+  float* yp = static_cast<float*>(yb.ptr);
+  py::gil_scoped_release release;
+  t.activation(xp, yp, xb.size, a);
+}
+
+void add(const py::array& a, const py::object& b, const py::object& y, const std::string& name,
+         float alpha, float beta) {
+  auto ab = float_buffer(a, "a", a.ndim(), false);
+  auto bb = float_buffer(b, "b", a.ndim(), false);
+  auto yb = float_buffer(y, "out", a.ndim(), true);
+  require(ab.shape == bb.shape && ab.shape == yb.shape, "a, b and out must have the same shape");
+  const Activation act = parse_activation(name, alpha, beta);
+  const auto& t = table();
+  const float* ap = static_cast<const float*>(ab.ptr);
+  const float* bp = static_cast<const float*>(bb.ptr);
+  float* yp = static_cast<float*>(yb.ptr);
+  py::gil_scoped_release release;
+  t.add(ap, bp, yp, ab.size, act);
+}
+
+void mul(const py::object& x, const py::object& s, const py::object& y) {
+  auto xb = float_buffer(x, "x", 4, false);
+  auto sb = float_buffer(s, "s", 4, false);
+  auto yb = float_buffer(y, "out", 4, true);
+  const Nhwc xs = nhwc(xb), ss = nhwc(sb);
+  require(ss.n == xs.n && ss.h == 1 && ss.w == 1 && ss.c == xs.c, "s must be (N, 1, 1, C)");
+  require(xb.shape == yb.shape, "out must have x's shape");
+  const auto& t = table();
+  const float* xp = static_cast<const float*>(xb.ptr);
+  const float* sp = static_cast<const float*>(sb.ptr);
+  float* yp = static_cast<float*>(yb.ptr);
+  py::gil_scoped_release release;
+  const int64_t image = xs.h * xs.w * xs.c;
+  for (int64_t i = 0; i < xs.n; ++i)
+    t.mul_channels(xp + i * image, sp + i * xs.c, yp + i * image, xs.h * xs.w, xs.c, xs.c);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "tinymnet C++ kernels (NHWC float32)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  m.def("isa", [] { return std::string(isa_name(current_isa())); },
+        "The ISA new ops bind to (TINYMNET_ISA, or the best this CPU supports).");
+  m.def("best_isa", [] { return std::string(isa_name(best_isa())); });
+  m.def("available_isas", [] {
+    std::vector<std::string> names;
+    for (Isa isa : available_isas()) names.emplace_back(isa_name(isa));
+    return names;
+  });
+  m.def("set_isa", [](const std::string& name) { set_current_isa(parse_isa(name)); });
+
+  py::class_<PyConv2d>(m, "Conv2d")
+      .def(py::init<const py::object&, const py::object&, std::pair<int, int>, std::vector<int32_t>,
+                    bool, int, const std::string&, float, float>(),
+           py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("padding"),
+           py::arg("same"), py::arg("groups"), py::arg("activation"), py::arg("alpha"),
+           py::arg("beta"))
+      .def_property_readonly("kind", &PyConv2d::kind)
+      .def_property_readonly("isa", &PyConv2d::isa)
+      .def("out_hw", &PyConv2d::out_hw)
+      .def("run", &PyConv2d::run, py::arg("x"), py::arg("out"), py::arg("channel_offset"),
+           py::arg("residual"));
+
+  py::class_<PyLinear>(m, "Linear")
+      .def(py::init<const py::object&, const py::object&, const std::string&, float, float>(),
+           py::arg("weight"), py::arg("bias"), py::arg("activation"), py::arg("alpha"),
+           py::arg("beta"))
+      .def("run", &PyLinear::run, py::arg("x"), py::arg("out"));
+
+  py::class_<PySqueezeExcite>(m, "SqueezeExcite")
+      .def(py::init<const py::object&, const py::object&, const py::object&, const py::object&,
+                    const std::string&, const std::string&, float, float>(),
+           py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"), py::arg("inner"),
+           py::arg("gate"), py::arg("alpha"), py::arg("beta"))
+      .def("run", &PySqueezeExcite::run, py::arg("x"), py::arg("out"));
+
+  py::class_<PyPool2d>(m, "Pool2d")
+      .def(py::init<const std::string&, std::pair<int, int>, std::pair<int, int>,
+                    std::vector<int32_t>, bool, bool>(),
+           py::arg("kind"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
+           py::arg("same"), py::arg("count_include_pad"))
+      .def("out_hw", &PyPool2d::out_hw)
+      .def("run", &PyPool2d::run, py::arg("x"), py::arg("out"));
+
+  m.def("global_avg_pool", &global_avg_pool, py::arg("x"), py::arg("out"));
+  m.def("activation", &activation, py::arg("x"), py::arg("out"), py::arg("name"), py::arg("alpha"),
+        py::arg("beta"));
+  m.def("add", &add, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("activation"),
+        py::arg("alpha"), py::arg("beta"));
+  m.def("mul", &mul, py::arg("x"), py::arg("s"), py::arg("out"));
+}
