@@ -107,7 +107,11 @@ Isa current_isa() {
     const char* env = std::getenv("TINYMNET_ISA");
     Isa isa = best_isa();
     if (env && *env) {
-      isa = parse_isa(env);
+      try {
+        isa = parse_isa(env);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(std::string("TINYMNET_ISA=") + env + ": " + e.what());
+      }
       if (!isa_available(isa))
         throw std::invalid_argument(std::string("TINYMNET_ISA=") + env +
                                     ": this CPU or build does not support it");

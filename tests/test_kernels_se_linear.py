@@ -1,0 +1,141 @@
+"""Linear and squeeze-excite kernels against tinymnet.reference under every ISA, plus ISA
+selection through the TINYMNET_ISA environment variable."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kernel_helpers import (
+    ACTIVATIONS,
+    BATCH,
+    CHANNELS,
+    KERNEL_SETTINGS,
+    SEEDS,
+    act_kwargs,
+    assert_close_scaled,
+    randn,
+    rng_for,
+)
+from tinymnet import kernels as K
+from tinymnet import reference as R
+
+SE_ACTS = st.sampled_from(["relu", "relu6", "hardswish", "hardsigmoid"])
+
+
+@KERNEL_SETTINGS
+@given(n=BATCH, fin=CHANNELS, fout=CHANNELS, act=ACTIVATIONS, bias=st.booleans(), seed=SEEDS)
+def test_linear_matches_reference(isa, n, fin, fout, act, bias, seed):
+    rng = rng_for(seed)
+    w = randn(rng, (fout, fin), fin**-0.5)
+    b = randn(rng, (fout,)) if bias else None
+    x = randn(rng, (n, fin))
+    op = K.Linear(w, b, **act_kwargs(act))
+    assert_close_scaled(op(x), R.linear(x, w, b, **act_kwargs(act)))
+
+
+def test_linear_classifier_sized(isa):
+    rng = rng_for(0)
+    w, b, x = randn(rng, (1000, 1280), 1280**-0.5), randn(rng, (1000,)), randn(rng, (3, 1280))
+    assert_close_scaled(K.Linear(w, b)(x), R.linear(x, w, b))
+    xt = randn(rng, (1280, 3)).T  # non-contiguous input
+    assert_close_scaled(K.Linear(w, b, "hardswish")(xt), R.linear(xt, w, b, "hardswish"))
+
+
+@KERNEL_SETTINGS
+@given(n=BATCH, h=st.integers(1, 9), w=st.integers(1, 9), c=CHANNELS,
+       squeeze=st.sampled_from([1, 4, 8, 16, 24]), inner=SE_ACTS, gate=SE_ACTS,
+       alpha_beta=st.sampled_from([(None, None), (0.2, 0.5)]), conv_weights=st.booleans(),
+       bias=st.booleans(), seed=SEEDS)
+def test_squeeze_excite_matches_reference(isa, n, h, w, c, squeeze, inner, gate, alpha_beta,
+                                          conv_weights, bias, seed):
+    rng = rng_for(seed)
+    w1, w2 = randn(rng, (squeeze, c), c**-0.5), randn(rng, (c, squeeze), squeeze**-0.5)
+    b1, b2 = (randn(rng, (squeeze,)), randn(rng, (c,))) if bias else (None, None)
+    if conv_weights:  # torchvision keeps SE weights as 1x1 convs
+        w1, w2 = w1[:, :, None, None], w2[:, :, None, None]
+    alpha, beta = alpha_beta
+    ab = {} if alpha is None else dict(alpha=alpha, beta=beta)
+    x = randn(rng, (n, h, w, c))
+    op = K.SqueezeExcite(w1, b1, w2, b2, inner=inner, gate=gate, **ab)
+    expect = R.squeeze_excite(x, w1, b1, w2, b2, inner=inner, gate=gate, **ab)
+    assert_close_scaled(op(x), expect)
+
+
+def test_squeeze_excite_mobilenet_sized(isa):
+    rng = rng_for(1)
+    c, s = 672, 168
+    w1, b1, w2, b2 = randn(rng, (s, c), 0.04), randn(rng, (s,)), randn(rng, (c, s), 0.08), randn(rng, (c,))
+    x = randn(rng, (2, 14, 14, c))[:, :, ::-1]
+    assert_close_scaled(K.SqueezeExcite(w1, b1, w2, b2)(x), R.squeeze_excite(x, w1, b1, w2, b2))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_linear_and_se_survive_non_finite_inputs(isa, bad):
+    rng = rng_for(2)
+    x = randn(rng, (3, 17))
+    x[1, 4] = bad
+    w = randn(rng, (9, 17))
+    y = K.Linear(w, None, "relu")(x)
+    assert_close_scaled(y[[0, 2]], R.linear(x[[0, 2]], w, None, "relu"))  # other rows exact
+    xs = randn(rng, (2, 3, 3, 8))
+    xs[0, 1, 1, 2] = bad
+    w1, w2 = randn(rng, (4, 8)), randn(rng, (8, 4))
+    y = K.SqueezeExcite(w1, None, w2, None)(xs)
+    assert_close_scaled(y[1], R.squeeze_excite(xs[1:], w1, None, w2, None)[0])
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: K.Linear(np.ones((4, 3), np.float32))(np.ones((2, 5), np.float32)), "x"),
+        (lambda: K.Linear(np.ones((4, 3), np.float32))(np.ones((2, 3), np.float64)), "x"),
+        (lambda: K.Linear(np.ones((4, 3), np.float32))(np.ones((1, 1, 1, 3), np.float32)), "x"),
+        (lambda: K.Linear(np.ones((4, 3, 1), np.float32)), "weight"),
+        (lambda: K.Linear(np.ones((4, 3), np.float32), np.ones(3, np.float32)), "bias"),
+        (lambda: K.Linear(np.ones((4, 3), np.float32), activation="tanh"), "activation"),
+        (lambda: K.SqueezeExcite(np.ones((2, 8), np.float32), None, np.ones((8, 3), np.float32),
+                                 None), "w2"),
+        (lambda: K.SqueezeExcite(np.ones((2, 8), np.float32), np.ones(3, np.float32),
+                                 np.ones((8, 2), np.float32), None), "b1"),
+        (lambda: K.SqueezeExcite(np.ones((2, 8), np.float32), None, np.ones((8, 2), np.float32),
+                                 None, inner="gelu"), "inner"),
+        (lambda: K.SqueezeExcite(np.ones((2, 8), np.float32), None, np.ones((8, 2), np.float32),
+                                 None, gate="sigmoid"), "gate"),
+        (lambda: K.SqueezeExcite(np.ones((2, 8), np.float32), None, np.ones((8, 2), np.float32),
+                                 None)(np.ones((1, 2, 2, 7), np.float32)), "x"),
+    ],
+)
+def test_se_linear_errors(isa, call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ----------------------------------------------------------------------------- TINYMNET_ISA
+
+
+def _run_with_isa(value):
+    env = dict(os.environ, TINYMNET_ISA=value)
+    code = "import tinymnet.kernels as k; print(k.isa())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_isa_env_var_selects_scalar():
+    proc = _run_with_isa("scalar")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "scalar"
+
+
+@pytest.mark.parametrize("value", ["bogus", "unavailable"])
+def test_isa_env_var_rejects_unknown_or_unavailable_names(value):
+    if value == "unavailable":
+        missing = [i for i in ("avx2", "avx512", "neon") if i not in K.available_isas()]
+        value = missing[-1]
+    proc = _run_with_isa(value)
+    assert proc.returncode != 0, proc.stdout
+    assert "TINYMNET_ISA" in proc.stderr, proc.stderr
+    assert value in proc.stderr
