@@ -1,0 +1,233 @@
+"""The `.tmn` model file: one graph, its weights and what is needed to use it.
+
+Layout (all integers little-endian)::
+
+    0   8 bytes  magic b"TINYMNET"
+    8   u32      format version (1)
+    12  u32      flags (0)
+    16  u64      header size in bytes (H)
+    24  u64      data offset (64-aligned, >= 64 + H)
+    32  u64      data size in bytes (D)
+    40  u32      CRC-32 (zlib) of the header bytes followed by the data bytes
+    44  20 bytes zero
+    64  H bytes  header: UTF-8 JSON, see below
+    ... zero padding up to the data offset
+    data: tensors, each starting at a 64-byte aligned offset relative to the data offset
+
+The JSON header holds ``graph`` (the op list with every attribute, from
+:func:`tinymnet.graph.graph_to_dict`), ``tensors`` (name -> dtype, shape, offset, nbytes and,
+for 8-bit weights, the names of their per-channel ``scale`` / ``zero_point`` tensors and the
+channel ``axis``), ``labels`` (class names or null), ``preprocess`` (the input recipe) and
+``provenance`` (where the weights came from). Tensors are stored in the graph's canonical
+layouts: conv weights (Cout, Cin/groups, KH, KW), linear (out, in), float32, or uint8/int8 with
+``real = (q - zero_point) * scale`` along ``axis``. Float32 tensors are read through mmap
+without a copy; 8-bit tensors are dequantized at load.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+
+from ..errors import FormatError
+
+MAGIC = b"TINYMNET"
+VERSION = 1
+_FIXED = struct.Struct("<8sIIQQQI20x")  # 64 bytes
+ALIGN = 64
+_DTYPES = {"float32": np.float32, "uint8": np.uint8, "int8": np.int8, "int32": np.int32}
+MAX_HEADER_BYTES = 64 << 20
+
+
+@dataclass
+class QuantizedTensor:
+    """8-bit weights with per-channel affine quantization: real = (q - zero_point) * scale."""
+
+    q: np.ndarray            # uint8 or int8
+    scale: np.ndarray        # float32, one per channel along `axis` (or one in all)
+    zero_point: np.ndarray   # int32, same shape as scale
+    axis: int = 0
+
+    def dequantize(self) -> np.ndarray:
+        shape = [1] * self.q.ndim
+        if self.scale.size > 1:
+            shape[self.axis] = -1
+        scale = self.scale.astype(np.float32).reshape(shape)
+        zp = self.zero_point.astype(np.float32).reshape(shape)
+        return ((self.q.astype(np.float32) - zp) * scale).astype(np.float32)
+
+
+def quantize_per_channel(w: np.ndarray, axis: int = 0) -> QuantizedTensor:
+    """Asymmetric uint8 per-channel quantization of a float weight (for shipping small files)."""
+    w = np.asarray(w, np.float32)
+    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    lo = np.minimum(moved.min(axis=1), 0.0)
+    hi = np.maximum(moved.max(axis=1), 0.0)
+    scale = np.where(hi > lo, (hi - lo) / 255.0, 1.0).astype(np.float32)
+    zp = np.clip(np.round(-lo / scale), 0, 255).astype(np.int32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = np.clip(np.round(w / scale.reshape(shape)) + zp.reshape(shape), 0, 255).astype(np.uint8)
+    return QuantizedTensor(q, scale, zp, axis)
+
+
+@dataclass
+class TmnModel:
+    """What a .tmn file holds (the graph's params are dequantized float32 arrays)."""
+
+    graph: "object"
+    labels: Optional[list] = None
+    preprocess: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    path: Optional[str] = None
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def save_tmn(path, graph, *, labels=None, preprocess=None, provenance=None,
+             quantized: Optional[Mapping[str, QuantizedTensor]] = None) -> None:
+    """Write `graph` (params as float32) to `path`; params named in `quantized` are stored as
+    8 bits instead (their float value in the graph is ignored)."""
+    from ..graph import graph_to_dict
+
+    quantized = dict(quantized or {})
+    gdict = graph_to_dict(graph)
+    blobs = []  # (name, array) in data order
+    tensors: Dict[str, dict] = {}
+    offset = 0
+
+    def put(name, array, extra=None):
+        nonlocal offset
+        array = np.ascontiguousarray(array)
+        dtype = str(array.dtype)
+        if dtype not in _DTYPES:
+            raise ValueError(f"tensor {name!r}: dtype {dtype} cannot be stored in .tmn")
+        offset = _align(offset)
+        tensors[name] = {"dtype": dtype, "shape": list(array.shape), "offset": offset,
+                         "nbytes": int(array.nbytes), **(extra or {})}
+        blobs.append((offset, array.astype(array.dtype.newbyteorder("<"), copy=False)))
+        offset += array.nbytes
+
+    for p in gdict["params"]:
+        name = p["name"]
+        if name in quantized:
+            qt = quantized[name]
+            if tuple(qt.q.shape) != tuple(p["shape"]):
+                raise ValueError(f"quantized tensor {name!r} has shape {qt.q.shape}, the graph "
+                                 f"expects {tuple(p['shape'])}")
+            put(name + "#scale", np.asarray(qt.scale, np.float32).reshape(-1))
+            put(name + "#zero_point", np.asarray(qt.zero_point, np.int32).reshape(-1))
+            put(name, qt.q, {"scale": name + "#scale", "zero_point": name + "#zero_point",
+                             "axis": int(qt.axis)})
+        else:
+            put(name, np.asarray(graph.params[name], np.float32))
+
+    header = json.dumps({
+        "graph": gdict, "tensors": tensors, "labels": labels,
+        "preprocess": preprocess or {}, "provenance": provenance or {},
+    }, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    data_offset = _align(_FIXED.size + len(header))
+    data = bytearray(_align(offset) if offset else 0)
+    for off, array in blobs:
+        data[off:off + array.nbytes] = array.tobytes()
+    crc = zlib.crc32(data, zlib.crc32(header)) & 0xFFFFFFFF
+    fixed = _FIXED.pack(MAGIC, VERSION, 0, len(header), data_offset, len(data), crc)
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(fixed)
+        f.write(header)
+        f.write(b"\0" * (data_offset - _FIXED.size - len(header)))
+        f.write(data)
+    os.replace(tmp, path)  # never leave a half-written model under the real name
+
+
+def _read_tensor(path, buf, data_offset, data_size, name, meta):
+    try:
+        dtype = _DTYPES[meta["dtype"]]
+        shape = tuple(int(s) for s in meta["shape"])
+        off, nbytes = int(meta["offset"]), int(meta["nbytes"])
+    except (KeyError, TypeError, ValueError):
+        raise FormatError(f"tensor {name!r} has a malformed entry in the header", path) from None
+    if min(shape, default=1) < 0 or off < 0 or off % ALIGN:
+        raise FormatError(f"tensor {name!r} has a bad shape or offset", path)
+    if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != nbytes:
+        raise FormatError(f"tensor {name!r}: shape {shape} does not match {nbytes} bytes", path)
+    if off + nbytes > data_size:
+        raise FormatError(f"tensor {name!r} lies outside the file's data (truncated?)", path)
+    return np.frombuffer(buf, dtype=np.dtype(dtype).newbyteorder("<"), count=nbytes //
+                         np.dtype(dtype).itemsize, offset=data_offset + off).reshape(shape)
+
+
+def load_tmn(path, verify: bool = True) -> TmnModel:
+    """Read a .tmn file. Float32 weights are zero-copy views of a read-only mmap."""
+    from ..graph import GraphError, graph_from_dict
+
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < _FIXED.size:
+                raise FormatError(f"file is {size} bytes, too short for a .tmn header", path)
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as e:
+        raise FormatError(f"cannot read: {e.strerror or e}", path) from None
+    magic, version, _flags, hsize, data_offset, data_size, crc = _FIXED.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise FormatError("not a .tmn file (bad magic)", path)
+    if version != VERSION:
+        raise FormatError(f".tmn version {version} is not supported (this tinymnet reads "
+                          f"version {VERSION}); convert the model again", path)
+    if (hsize > MAX_HEADER_BYTES or data_offset % ALIGN or data_offset < _FIXED.size + hsize
+            or data_offset + data_size > size):
+        raise FormatError(f"header sizes do not fit the file ({size} bytes): truncated or "
+                          "corrupt", path)
+    header_bytes = buf[_FIXED.size:_FIXED.size + hsize]
+    if verify:
+        actual = zlib.crc32(memoryview(buf)[data_offset:data_offset + data_size],
+                            zlib.crc32(header_bytes)) & 0xFFFFFFFF
+        if actual != crc:
+            raise FormatError(f"checksum mismatch (stored {crc:08x}, computed {actual:08x}): "
+                              "the file is corrupt", path)
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+        tensors = header["tensors"]
+        gdict = header["graph"]
+        if not isinstance(tensors, dict) or not isinstance(gdict, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise FormatError("the JSON header is malformed", path) from None
+
+    params = {}
+    for name, meta in tensors.items():
+        if "#" in name:
+            continue  # quantization parameters, read with their tensor
+        array = _read_tensor(path, buf, data_offset, data_size, name, meta)
+        if "scale" in meta:
+            scale = _read_tensor(path, buf, data_offset, data_size, meta["scale"],
+                                 tensors.get(meta["scale"], {}))
+            zp = _read_tensor(path, buf, data_offset, data_size, meta["zero_point"],
+                              tensors.get(meta["zero_point"], {}))
+            axis = int(meta.get("axis", 0))
+            if not (0 <= axis < max(array.ndim, 1)) or scale.shape != zp.shape or (
+                    scale.size not in (1, array.shape[axis] if array.ndim else 1)):
+                raise FormatError(f"tensor {name!r} has inconsistent quantization parameters",
+                                  path)
+            array = QuantizedTensor(array, scale, zp, axis).dequantize()
+        elif array.dtype != np.float32:
+            raise FormatError(f"tensor {name!r} is {array.dtype} without quantization "
+                              "parameters", path)
+        params[name] = array
+    try:
+        graph = graph_from_dict(gdict, params)
+    except (GraphError, KeyError, TypeError, ValueError) as e:
+        raise FormatError(f"the stored graph is invalid: {e}", path) from None
+    return TmnModel(graph, header.get("labels"), header.get("preprocess") or {},
+                    header.get("provenance") or {}, path)
