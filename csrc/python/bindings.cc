@@ -10,6 +10,9 @@
 
 #include "ops/ops.h"
 #include "runtime/isa.h"
+#include "runtime/json.h"
+#include "runtime/plan.h"
+#include "runtime/threadpool.h"
 
 namespace py = pybind11;
 using namespace tmn;
@@ -251,6 +254,53 @@ class PyPool2d {
   Pool2d op_;
 };
 
+// ---------------------------------------------------------------- Plan
+
+class PyPlan {
+ public:
+  // graph_json: tinymnet.graph.graph_to_dict of an optimised graph; params: name -> float32
+  // array (copied into packed weights here, so the arrays may be released afterwards).
+  PyPlan(const std::string& graph_json, const py::dict& params, int threads) {
+    const json::Value graph = json::Value::parse(graph_json);
+    ParamMap views;
+    for (auto item : params) {
+      const std::string name = py::str(item.first);
+      auto arr = py::reinterpret_borrow<py::object>(item.second);
+      require(py::isinstance<py::array>(arr), "param '" + name + "' must be a numpy array");
+      auto a = py::reinterpret_borrow<py::array>(arr);
+      auto info = float_buffer(a, ("param '" + name + "'").c_str(), a.ndim(), false);
+      ParamView v;
+      v.data = static_cast<const float*>(info.ptr);
+      v.shape.assign(info.shape.begin(), info.shape.end());
+      views[name] = v;
+    }
+    require(threads >= 1, "threads must be >= 1");
+    plan_ = std::make_unique<Plan>(graph, views, threads, current_isa());
+  }
+  std::vector<int64_t> input_dims() const { return plan_->input_dims(); }
+  std::vector<int64_t> output_dims() const { return plan_->output_dims(); }
+  int64_t arena_bytes() const { return plan_->arena_bytes(); }
+  int threads() const { return plan_->threads(); }
+  void run(const py::object& x, const py::object& y) {
+    auto xb = float_buffer(x, "x", 4, false);
+    auto yb = float_buffer(y, "out", y.cast<py::array>().ndim(), true);
+    const auto& in = plan_->input_dims();
+    require(xb.shape[1] == in[0] && xb.shape[2] == in[1] && xb.shape[3] == in[2],
+            "x has the wrong image shape");
+    const auto& out = plan_->output_dims();
+    require(yb.shape[0] == xb.shape[0] && yb.size == xb.shape[0] * out[0] * out[1] * out[2],
+            "out has the wrong shape");
+    const float* xp = static_cast<const float*>(xb.ptr);
+    float* yp = static_cast<float*>(yb.ptr);
+    const int64_t batch = xb.shape[0];
+    py::gil_scoped_release release;
+    plan_->run(xp, batch, yp);
+  }
+
+ private:
+  std::unique_ptr<Plan> plan_;
+};
+
 // ---------------------------------------------------------------- free functions
 
 const KernelTable& table() { return kernel_table(current_isa()); }
@@ -367,6 +417,17 @@ PYBIND11_MODULE(_C, m) {
            py::arg("same"), py::arg("count_include_pad"))
       .def("out_hw", &PyPool2d::out_hw)
       .def("run", &PyPool2d::run, py::arg("x"), py::arg("out"));
+
+  py::class_<PyPlan>(m, "Plan")
+      .def(py::init<const std::string&, const py::dict&, int>(), py::arg("graph_json"),
+           py::arg("params"), py::arg("threads"))
+      .def_property_readonly("input_dims", &PyPlan::input_dims)
+      .def_property_readonly("output_dims", &PyPlan::output_dims)
+      .def_property_readonly("arena_bytes", &PyPlan::arena_bytes)
+      .def_property_readonly("threads", &PyPlan::threads)
+      .def("run", &PyPlan::run, py::arg("x"), py::arg("out"));
+  m.def("default_threads", &ThreadPool::default_threads,
+        "Physical cores of this machine (the default thread count of a model).");
 
   m.def("global_avg_pool", &global_avg_pool, py::arg("x"), py::arg("out"));
   m.def("activation", &activation, py::arg("x"), py::arg("out"), py::arg("name"), py::arg("alpha"),

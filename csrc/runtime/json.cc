@@ -1,0 +1,252 @@
+#include "runtime/json.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+
+namespace tmn {
+namespace json {
+
+namespace {
+constexpr int kMaxDepth = 64;
+const char* type_name(Value::Type t) {
+  switch (t) {
+    case Value::Type::null: return "null";
+    case Value::Type::boolean: return "a boolean";
+    case Value::Type::number: return "a number";
+    case Value::Type::string: return "a string";
+    case Value::Type::array: return "an array";
+    case Value::Type::object: return "an object";
+  }
+  return "?";
+}
+[[noreturn]] void wrong_type(const char* what, const char* want, Value::Type got) {
+  throw std::invalid_argument(std::string(what) + " must be " + want + ", got " +
+                              type_name(got));
+}
+}  // namespace
+
+class Parser {
+ public:
+  explicit Parser(const std::string& text) : s_(text) {}
+
+  Value parse_document() {
+    Value v = parse_value(0);
+    skip_ws();
+    if (pos_ != s_.size()) fail("unexpected trailing characters");
+    return v;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& msg) const {
+    throw std::invalid_argument("JSON: " + msg + " at byte " + std::to_string(pos_));
+  }
+  void skip_ws() {
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' ||
+                                s_[pos_] == '\t'))
+      ++pos_;
+  }
+  char peek() const { return pos_ < s_.size() ? s_[pos_] : '\0'; }
+  void expect(char c) {
+    if (peek() != c) fail(std::string("expected '") + c + "'");
+    ++pos_;
+  }
+  void literal(const char* word) {
+    for (const char* p = word; *p; ++p) {
+      if (peek() != *p) fail(std::string("invalid literal, expected ") + word);
+      ++pos_;
+    }
+  }
+
+  Value parse_value(int depth) {
+    if (depth > kMaxDepth) fail("nested too deeply");
+    skip_ws();
+    Value v;
+    switch (peek()) {
+      case '{': parse_object(v, depth); break;
+      case '[': parse_array(v, depth); break;
+      case '"': v.type_ = Value::Type::string, v.string_ = parse_string(); break;
+      case 't': literal("true"), v.type_ = Value::Type::boolean, v.bool_ = true; break;
+      case 'f': literal("false"), v.type_ = Value::Type::boolean, v.bool_ = false; break;
+      case 'n': literal("null"); break;
+      default: v.type_ = Value::Type::number, v.number_ = parse_number(); break;
+    }
+    return v;
+  }
+
+  void parse_object(Value& v, int depth) {
+    v.type_ = Value::Type::object;
+    expect('{');
+    skip_ws();
+    if (peek() == '}') return void(++pos_);
+    for (;;) {
+      skip_ws();
+      std::string key = parse_string();
+      skip_ws();
+      expect(':');
+      Value member = parse_value(depth + 1);
+      if (!v.object_.emplace(std::move(key), std::move(member)).second) fail("duplicate key");
+      skip_ws();
+      if (peek() == ',') { ++pos_; continue; }
+      expect('}');
+      return;
+    }
+  }
+
+  void parse_array(Value& v, int depth) {
+    v.type_ = Value::Type::array;
+    expect('[');
+    skip_ws();
+    if (peek() == ']') return void(++pos_);
+    for (;;) {
+      v.array_.push_back(parse_value(depth + 1));
+      skip_ws();
+      if (peek() == ',') { ++pos_; continue; }
+      expect(']');
+      return;
+    }
+  }
+
+  unsigned hex4() {
+    if (pos_ + 4 > s_.size()) fail("truncated \\u escape");
+    unsigned code = 0;
+    for (int i = 0; i < 4; ++i) {
+      const char c = s_[pos_++];
+      code <<= 4;
+      if (c >= '0' && c <= '9') code |= c - '0';
+      else if (c >= 'a' && c <= 'f') code |= c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F') code |= c - 'A' + 10;
+      else fail("bad \\u escape");
+    }
+    return code;
+  }
+
+  static void append_utf8(std::string& out, unsigned cp) {
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xC0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
+
+  std::string parse_string() {
+    expect('"');
+    std::string out;
+    for (;;) {
+      if (pos_ >= s_.size()) fail("unterminated string");
+      const char c = s_[pos_++];
+      if (c == '"') return out;
+      if (static_cast<unsigned char>(c) < 0x20) fail("control character in string");
+      if (c != '\\') { out += c; continue; }
+      if (pos_ >= s_.size()) fail("unterminated escape");
+      switch (s_[pos_++]) {
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
+        case '/': out += '/'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          unsigned cp = hex4();
+          if (cp >= 0xD800 && cp <= 0xDBFF) {  // surrogate pair
+            if (peek() != '\\') fail("lone surrogate");
+            ++pos_;
+            expect('u');
+            const unsigned low = hex4();
+            if (low < 0xDC00 || low > 0xDFFF) fail("bad surrogate pair");
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            fail("lone surrogate");
+          }
+          append_utf8(out, cp);
+          break;
+        }
+        default: fail("bad escape");
+      }
+    }
+  }
+
+  double parse_number() {
+    const size_t start = pos_;
+    if (peek() == '-') ++pos_;
+    if (peek() == '0') {
+      ++pos_;
+    } else if (peek() >= '1' && peek() <= '9') {
+      while (peek() >= '0' && peek() <= '9') ++pos_;
+    } else {
+      fail("unexpected character");
+    }
+    if (peek() == '.') {
+      ++pos_;
+      if (!(peek() >= '0' && peek() <= '9')) fail("bad number");
+      while (peek() >= '0' && peek() <= '9') ++pos_;
+    }
+    if (peek() == 'e' || peek() == 'E') {
+      ++pos_;
+      if (peek() == '+' || peek() == '-') ++pos_;
+      if (!(peek() >= '0' && peek() <= '9')) fail("bad number");
+      while (peek() >= '0' && peek() <= '9') ++pos_;
+    }
+    const std::string token = s_.substr(start, pos_ - start);
+    const double value = std::strtod(token.c_str(), nullptr);
+    if (!std::isfinite(value)) fail("number out of range");
+    return value;
+  }
+
+  const std::string& s_;
+  size_t pos_ = 0;
+};
+
+Value Value::parse(const std::string& text) { return Parser(text).parse_document(); }
+
+bool Value::as_bool(const char* what) const {
+  if (type_ != Type::boolean) wrong_type(what, "a boolean", type_);
+  return bool_;
+}
+double Value::as_number(const char* what) const {
+  if (type_ != Type::number) wrong_type(what, "a number", type_);
+  return number_;
+}
+int64_t Value::as_int(const char* what) const {
+  const double d = as_number(what);
+  if (d != std::floor(d) || std::fabs(d) > 9.0e15)
+    throw std::invalid_argument(std::string(what) + " must be an integer");
+  return static_cast<int64_t>(d);
+}
+const std::string& Value::as_string(const char* what) const {
+  if (type_ != Type::string) wrong_type(what, "a string", type_);
+  return string_;
+}
+const std::vector<Value>& Value::as_array(const char* what) const {
+  if (type_ != Type::array) wrong_type(what, "an array", type_);
+  return array_;
+}
+const std::map<std::string, Value>& Value::as_object(const char* what) const {
+  if (type_ != Type::object) wrong_type(what, "an object", type_);
+  return object_;
+}
+const Value* Value::find(const std::string& key) const {
+  if (type_ != Type::object) return nullptr;
+  auto it = object_.find(key);
+  return it == object_.end() ? nullptr : &it->second;
+}
+const Value& Value::at(const std::string& key) const {
+  const Value* v = find(key);
+  if (!v) throw std::invalid_argument("missing key '" + key + "'");
+  return *v;
+}
+
+}  // namespace json
+}  // namespace tmn

@@ -1,0 +1,465 @@
+#include "runtime/plan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <utility>
+
+namespace tmn {
+
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+Activation activation_attr(const json::Value& attrs) {
+  Activation a;
+  const json::Value* name = attrs.find("activation");
+  if (const json::Value* v = attrs.find("alpha"); v && v->is_number()) a.alpha = v->as_number();
+  if (const json::Value* v = attrs.find("beta"); v && v->is_number()) a.beta = v->as_number();
+  if (!name || name->is_null()) return a;
+  const std::string& s = name->as_string("activation");
+  if (s == "none") a.kind = ActKind::none;
+  else if (s == "relu") a.kind = ActKind::relu;
+  else if (s == "relu6") a.kind = ActKind::relu6;
+  else if (s == "hardswish") a.kind = ActKind::hardswish;
+  else if (s == "hardsigmoid") a.kind = ActKind::hardsigmoid;
+  else throw std::invalid_argument("unknown activation '" + s + "'");
+  return a;
+}
+
+// The SE's two activations are named by `inner` / `gate`; alpha and beta are shared.
+Activation named_activation(const json::Value& attrs, const char* key) {
+  Activation a = activation_attr(attrs);
+  const std::string& s = attrs.at(key).as_string(key);
+  a.kind = s == "relu" ? ActKind::relu
+           : s == "relu6" ? ActKind::relu6
+           : s == "hardswish" ? ActKind::hardswish
+           : s == "hardsigmoid" ? ActKind::hardsigmoid
+           : s == "none" ? ActKind::none
+           : throw std::invalid_argument(std::string("unknown ") + key + " '" + s + "'");
+  return a;
+}
+
+std::pair<int32_t, int32_t> int_pair(const json::Value& v, const char* what) {
+  if (v.is_number()) return {static_cast<int32_t>(v.as_int(what)), static_cast<int32_t>(v.as_int(what))};
+  const auto& a = v.as_array(what);
+  require(a.size() == 2, std::string(what) + " must have 2 values");
+  return {static_cast<int32_t>(a[0].as_int(what)), static_cast<int32_t>(a[1].as_int(what))};
+}
+
+Padding padding_attr(const json::Value& v) {
+  Padding p;
+  if (v.is_string()) {
+    require(v.as_string() == "same", "padding must be 4 ints or \"same\"");
+    p.same = true;
+    return p;
+  }
+  const auto& a = v.as_array("padding");
+  require(a.size() == 4, "padding must have 4 values (top, bottom, left, right)");
+  p.top = a[0].as_int("padding"), p.bottom = a[1].as_int("padding");
+  p.left = a[2].as_int("padding"), p.right = a[3].as_int("padding");
+  return p;
+}
+
+const ParamView& param(const ParamMap& params, const json::Value& node, const char* role,
+                       bool optional = false) {
+  static const ParamView kNone;
+  const json::Value* key = node.at("params").find(role);
+  if (!key) {
+    require(optional, std::string("missing param '") + role + "'");
+    return kNone;
+  }
+  auto it = params.find(key->as_string(role));
+  require(it != params.end(), "param '" + key->as_string() + "' was not given");
+  return it->second;
+}
+
+// Output rows [0, rows) split into about 4 chunks per thread (fewer for small images).
+int64_t row_tasks(int64_t rows, int threads) { return std::min<int64_t>(rows, 4 * threads); }
+std::pair<int32_t, int32_t> task_rows(int64_t task, int64_t tasks, int64_t rows) {
+  return {static_cast<int32_t>(rows * task / tasks), static_cast<int32_t>(rows * (task + 1) / tasks)};
+}
+
+}  // namespace
+
+int64_t ParamView::size() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// One executable step: reads tensors `in`, writes tensor `out`, may be split over rows.
+struct Plan::Step {
+  std::string name;
+  std::vector<int> in;
+  int out = -1;
+  // Runs output rows [r0, r1) of one image (for row-parallel steps) or the whole image.
+  std::function<void(Plan&, int32_t r0, int32_t r1)> run;
+  int32_t rows = 1;       // how many output rows the step can be split into
+  bool parallel = false;  // split over the pool
+};
+
+Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa isa)
+    : isa_(isa), pool_(std::max(1, threads)) {
+  const auto& inputs = graph.at("inputs").as_array("inputs");
+  require(inputs.size() == 1, "the plan runs graphs with exactly one input");
+  const auto& shape = inputs[0].at("shape").as_array("input shape");
+  require(shape.size() == 4, "the graph input must be NHWC");
+  Tensor in;
+  in.h = shape[1].as_int("input H"), in.w = shape[2].as_int("input W");
+  in.c = shape[3].as_int("input C");
+  require(in.h > 0 && in.w > 0 && in.c > 0, "input dims must be positive");
+  input_ = 0;
+  tensors_.push_back(in);
+  names_[inputs[0].at("name").as_string("input name")] = 0;
+  input_dims_ = {in.h, in.w, in.c};
+
+  for (const json::Value& node : graph.at("nodes").as_array("nodes")) {
+    const std::string name = node.at("name").as_string("node name");
+    try {
+      add_node(node, params);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("node '" + name + "': " + e.what());
+    }
+  }
+  const auto& outputs = graph.at("outputs").as_array("outputs");
+  require(outputs.size() == 1, "the plan runs graphs with exactly one output");
+  output_ = tensor_id(outputs[0].as_string("output"), "outputs");
+  const Tensor& o = tensors_[output_];
+  output_dims_ = {o.h, o.w, o.c};
+  plan_memory();
+}
+
+Plan::~Plan() = default;
+
+int Plan::tensor_id(const std::string& name, const std::string& node) const {
+  auto it = names_.find(name);
+  require(it != names_.end(), "reads unknown tensor '" + name + "' (in " + node + ")");
+  return it->second;
+}
+
+int Plan::root(int t) const {
+  while (tensors_[t].alias_of >= 0) t = tensors_[t].alias_of;
+  return t;
+}
+
+float* Plan::at(int t) {
+  t = root(t);
+  if (t == input_) return const_cast<float*>(current_input_);
+  return arena_.data() + tensors_[t].offset;
+}
+
+void Plan::add_node(const json::Value& node, const ParamMap& params) {
+  const std::string& op = node.at("op").as_string("op");
+  const json::Value& attrs = node.at("attrs");
+  auto step = std::make_unique<Step>();
+  step->name = node.at("name").as_string();
+  for (const json::Value& t : node.at("inputs").as_array("inputs"))
+    step->in.push_back(tensor_id(t.as_string("input"), step->name));
+  require(!step->in.empty(), "has no inputs");
+  const Tensor x = tensors_[step->in[0]];
+  Tensor y = x;
+  y.alias_of = -1;
+
+  if (op == "conv2d") {
+    const ParamView& w = param(params, node, "weight");
+    const ParamView& b = param(params, node, "bias", true);
+    require(w.shape.size() == 4, "conv weight must be 4-D");
+    const auto stride = int_pair(attrs.at("stride"), "stride");
+    const int32_t groups = attrs.at("groups").as_int("groups");
+    const int32_t cout = w.shape[0], cin = w.shape[1] * groups;
+    require(cin == x.c, "input has " + std::to_string(x.c) + " channels, weight expects " +
+                            std::to_string(cin));
+    require(!b.data || b.size() == cout, "bias size does not match the weight");
+    auto conv = std::make_shared<Conv2d>(w.data, b.data, cout, cin, w.shape[2], w.shape[3],
+                                         stride.first, stride.second, padding_attr(attrs.at("padding")),
+                                         groups, activation_attr(attrs), isa_);
+    const WindowGeometry g = conv->geometry(x.h, x.w);
+    y.h = g.out_h, y.w = g.out_w, y.c = cout;
+    const bool residual = step->in.size() > 1;
+    if (residual) {
+      const Tensor& r = tensors_[step->in[1]];
+      require(r.h == y.h && r.w == y.w && r.c == y.c, "residual shape differs from the output");
+    }
+    const int xi = step->in[0], ri = residual ? step->in[1] : -1, yi = static_cast<int>(tensors_.size());
+    const Tensor xs = x, ys = y;
+    step->rows = y.h;
+    step->parallel = true;
+    step->run = [conv, xi, ri, yi, xs, ys](Plan& p, int32_t r0, int32_t r1) {
+      conv->run({p.at(xi), xs.h, xs.w, xs.c}, p.at(yi), ys.c, ri >= 0 ? p.at(ri) : nullptr, ys.c,
+                r0, r1);
+    };
+  } else if (op == "linear") {
+    const ParamView& w = param(params, node, "weight");
+    const ParamView& b = param(params, node, "bias", true);
+    require(w.shape.size() == 2, "linear weight must be 2-D");
+    require(x.floats() == w.shape[1], "input has " + std::to_string(x.floats()) +
+                                          " features, weight expects " + std::to_string(w.shape[1]));
+    require(!b.data || b.size() == w.shape[0], "bias size does not match the weight");
+    auto fc = std::make_shared<Linear>(w.data, b.data, w.shape[0], w.shape[1],
+                                       activation_attr(attrs), isa_);
+    y.h = 1, y.w = 1, y.c = w.shape[0];
+    const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
+    step->run = [fc, xi, yi](Plan& p, int32_t, int32_t) {
+      fc->run(p.at(xi), fc->in_features(), p.at(yi), fc->out_features(), 1);
+    };
+  } else if (op == "squeeze_excite") {
+    const ParamView& w1 = param(params, node, "w1");
+    const ParamView& w2 = param(params, node, "w2");
+    const ParamView& b1 = param(params, node, "b1", true);
+    const ParamView& b2 = param(params, node, "b2", true);
+    const int64_t s = w1.shape.at(0);
+    require(w1.size() == s * x.c && w2.size() == s * x.c, "SE weights do not match the input");
+    require((!b1.data || b1.size() == s) && (!b2.data || b2.size() == x.c), "SE bias sizes");
+    auto se = std::make_shared<SqueezeExcite>(w1.data, b1.data, w2.data, b2.data, x.c, s,
+                                              named_activation(attrs, "inner"),
+                                              named_activation(attrs, "gate"), isa_);
+    const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
+    const Tensor xs = x;
+    step->run = [se, xi, yi, xs](Plan& p, int32_t, int32_t) {
+      se->run(p.at(xi), static_cast<int64_t>(xs.h) * xs.w, xs.c, p.at(yi), xs.c);
+    };
+  } else if (op == "activation" || op == "add" || op == "mul") {
+    const Activation act = op == "mul" ? Activation{} : activation_attr(attrs);
+    if (op != "activation") {
+      require(step->in.size() == 2, op + " needs two inputs");
+      const Tensor& b = tensors_[step->in[1]];
+      if (op == "add")
+        require(b.h == x.h && b.w == x.w && b.c == x.c, "add inputs differ in shape");
+      else
+        require(b.h == 1 && b.w == 1 && b.c == x.c, "mul scale must be (1, 1, C)");
+    }
+    const KernelTable* table = &kernel_table(isa_);
+    const int ai = step->in[0], bi = step->in.size() > 1 ? step->in[1] : -1;
+    const int yi = static_cast<int>(tensors_.size());
+    const Tensor xs = x;
+    const std::string kind = op;
+    step->rows = x.h;
+    step->parallel = true;
+    step->run = [table, act, ai, bi, yi, xs, kind](Plan& p, int32_t r0, int32_t r1) {
+      const int64_t row = static_cast<int64_t>(xs.w) * xs.c, begin = r0 * row, n = (r1 - r0) * row;
+      if (kind == "activation") table->activation(p.at(ai) + begin, p.at(yi) + begin, n, act);
+      else if (kind == "add") table->add(p.at(ai) + begin, p.at(bi) + begin, p.at(yi) + begin, n, act);
+      else
+        table->mul_channels(p.at(ai) + begin, p.at(bi), p.at(yi) + begin,
+                            static_cast<int64_t>(r1 - r0) * xs.w, xs.c, xs.c);
+    };
+  } else if (op == "batchnorm") {
+    // A BatchNorm no conv could absorb (or an importer's per-channel affine): y = x*scale + shift.
+    const ParamView* p4[4] = {&param(params, node, "gamma"), &param(params, node, "beta"),
+                              &param(params, node, "mean"), &param(params, node, "var")};
+    for (const ParamView* pv : p4) require(pv->size() == x.c, "batchnorm params must have C values");
+    const double eps = attrs.at("eps").as_number("eps");
+    auto affine = std::make_shared<std::vector<float>>(2 * static_cast<size_t>(x.c));
+    for (int32_t ch = 0; ch < x.c; ++ch) {
+      const double inv = p4[0]->data[ch] / std::sqrt(static_cast<double>(p4[3]->data[ch]) + eps);
+      (*affine)[ch] = static_cast<float>(inv);
+      (*affine)[x.c + ch] = static_cast<float>(p4[1]->data[ch] - p4[2]->data[ch] * inv);
+    }
+    const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
+    const Tensor xs = x;
+    step->rows = x.h;
+    step->parallel = true;
+    step->run = [affine, xi, yi, xs](Plan& p, int32_t r0, int32_t r1) {
+      const float* scale = affine->data();
+      const float* shift = scale + xs.c;
+      const float* src = p.at(xi);
+      float* out = p.at(yi);
+      for (int64_t px = static_cast<int64_t>(r0) * xs.w; px < static_cast<int64_t>(r1) * xs.w; ++px)
+        for (int32_t ch = 0; ch < xs.c; ++ch)
+          out[px * xs.c + ch] = src[px * xs.c + ch] * scale[ch] + shift[ch];
+    };
+  } else if (op == "global_avg_pool") {
+    const KernelTable* table = &kernel_table(isa_);
+    y.h = 1, y.w = 1;
+    const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
+    const Tensor xs = x;
+    step->run = [table, xi, yi, xs](Plan& p, int32_t, int32_t) {
+      table->global_avg_pool(p.at(xi), static_cast<int64_t>(xs.h) * xs.w, xs.c, xs.c, p.at(yi));
+    };
+  } else if (op == "avg_pool2d" || op == "max_pool2d") {
+    const auto kernel = int_pair(attrs.at("kernel"), "kernel");
+    const json::Value* st = attrs.find("stride");
+    const auto stride = st && !st->is_null() ? int_pair(*st, "stride") : kernel;
+    const json::Value* cip = attrs.find("count_include_pad");
+    auto pool = std::make_shared<Pool2d>(op == "max_pool2d" ? PoolKind::max : PoolKind::average,
+                                         kernel.first, kernel.second, stride.first, stride.second,
+                                         padding_attr(attrs.at("padding")),
+                                         cip && cip->type() == json::Value::Type::boolean && cip->as_bool(),
+                                         isa_);
+    const WindowGeometry g = pool->geometry(x.h, x.w);
+    y.h = g.out_h, y.w = g.out_w;
+    const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
+    const Tensor xs = x;
+    step->rows = y.h;
+    step->parallel = true;
+    step->run = [pool, xi, yi, xs](Plan& p, int32_t r0, int32_t r1) {
+      pool->run({p.at(xi), xs.h, xs.w, xs.c}, xs.c, p.at(yi), xs.c, r0, r1);
+    };
+  } else if (op == "flatten" || op == "reshape" || op == "dropout") {
+    // Same bytes in NHWC order: the output is a view of the input's buffer.
+    if (op != "dropout") y.h = 1, y.w = 1, y.c = static_cast<int32_t>(x.floats());
+    if (op == "reshape") {
+      const auto& s = attrs.at("shape").as_array("shape");
+      std::vector<int64_t> dims;
+      int64_t known = 1, unknown = -1;
+      for (size_t i = 0; i < s.size(); ++i) {
+        dims.push_back(s[i].as_int("shape"));
+        if (dims.back() == -1) unknown = i; else known *= dims.back();
+      }
+      if (unknown >= 0) dims[unknown] = known > 0 ? x.floats() / known : 0;
+      int64_t total = 1;
+      for (int64_t d : dims) total *= d;
+      require(total == x.floats(), "reshape does not preserve the element count");
+      require(dims.size() <= 3 && !dims.empty(), "reshape must give 1 to 3 dims per image");
+      while (dims.size() < 3) dims.insert(dims.begin(), 1);
+      y.h = dims[0], y.w = dims[1], y.c = dims[2];
+    }
+    y.alias_of = step->in[0];
+    step->run = [](Plan&, int32_t, int32_t) {};
+  } else if (op == "concat") {
+    int32_t c = 0;
+    for (int t : step->in) {
+      const Tensor& s = tensors_[t];
+      require(s.h == x.h && s.w == x.w, "concat inputs differ in H or W");
+      c += s.c;
+    }
+    y.c = c;
+    const std::vector<int> ins = step->in;
+    const int yi = static_cast<int>(tensors_.size());
+    std::vector<int32_t> widths;
+    for (int t : ins) widths.push_back(tensors_[t].c);
+    const int64_t pixels = static_cast<int64_t>(x.h) * x.w;
+    step->run = [ins, widths, yi, pixels, c](Plan& p, int32_t, int32_t) {
+      float* out = p.at(yi);
+      int32_t offset = 0;
+      for (size_t i = 0; i < ins.size(); ++i) {
+        const float* src = p.at(ins[i]);
+        for (int64_t px = 0; px < pixels; ++px)
+          std::memcpy(out + px * c + offset, src + px * widths[i], sizeof(float) * widths[i]);
+        offset += widths[i];
+      }
+    };
+  } else if (op == "slice_channels") {
+    const int32_t start = attrs.at("start").as_int("start"), stop = attrs.at("stop").as_int("stop");
+    require(0 <= start && start < stop && stop <= x.c, "slice out of range");
+    y.c = stop - start;
+    const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
+    const Tensor xs = x;
+    step->run = [xi, yi, xs, start, stop](Plan& p, int32_t, int32_t) {
+      const float* src = p.at(xi);
+      float* out = p.at(yi);
+      for (int64_t px = 0; px < static_cast<int64_t>(xs.h) * xs.w; ++px)
+        std::memcpy(out + px * (stop - start), src + px * xs.c + start, sizeof(float) * (stop - start));
+    };
+  } else if (op == "pad") {
+    const auto& pads = attrs.at("pads").as_array("pads");
+    require(pads.size() == 4, "pads must have 4 values");
+    const int32_t t = pads[0].as_int(), b = pads[1].as_int(), l = pads[2].as_int(), r = pads[3].as_int();
+    require(t >= 0 && b >= 0 && l >= 0 && r >= 0, "pads must be >= 0");
+    const json::Value* v = attrs.find("value");
+    const float value = v && v->is_number() ? static_cast<float>(v->as_number()) : 0.0f;
+    y.h = x.h + t + b, y.w = x.w + l + r;
+    const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
+    const Tensor xs = x, ys = y;
+    step->run = [xi, yi, xs, ys, t, l, value](Plan& p, int32_t, int32_t) {
+      float* out = p.at(yi);
+      std::fill(out, out + ys.floats(), value);
+      const float* src = p.at(xi);
+      for (int32_t row = 0; row < xs.h; ++row)
+        std::memcpy(out + ((static_cast<int64_t>(row) + t) * ys.w + l) * ys.c,
+                    src + static_cast<int64_t>(row) * xs.w * xs.c, sizeof(float) * xs.w * xs.c);
+    };
+  } else if (op == "softmax") {
+    const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
+    const Tensor xs = x;
+    step->run = [xi, yi, xs](Plan& p, int32_t, int32_t) {
+      const float* src = p.at(xi);
+      float* out = p.at(yi);
+      for (int64_t px = 0; px < static_cast<int64_t>(xs.h) * xs.w; ++px) {
+        const float* s = src + px * xs.c;
+        float* o = out + px * xs.c;
+        const float m = *std::max_element(s, s + xs.c);
+        double sum = 0.0;
+        for (int32_t i = 0; i < xs.c; ++i) sum += (o[i] = std::exp(s[i] - m));
+        for (int32_t i = 0; i < xs.c; ++i) o[i] = static_cast<float>(o[i] / sum);
+      }
+    };
+  } else {
+    throw std::invalid_argument("op '" + op + "' is not supported by the compiled plan");
+  }
+  step->out = static_cast<int>(tensors_.size());
+  tensors_.push_back(y);
+  names_[node.at("output").as_string("output")] = step->out;
+  steps_.push_back(std::move(step));
+}
+
+// Greedy by size (TFLite's arena planner): the largest tensors are placed first, each at the
+// lowest 64-byte aligned offset where it overlaps no placed tensor that is alive at the same
+// time. Views (flatten/reshape) share their root's buffer and extend its lifetime.
+void Plan::plan_memory() {
+  const int n = static_cast<int>(tensors_.size());
+  for (Tensor& t : tensors_) t.first = INT32_MAX, t.last = -1;
+  tensors_[input_].first = -1;
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    const int i = static_cast<int>(s);
+    Tensor& out = tensors_[root(steps_[s]->out)];
+    out.first = std::min(out.first, i);
+    out.last = std::max(out.last, i);
+    for (int t : steps_[s]->in) tensors_[root(t)].last = std::max(tensors_[root(t)].last, i);
+  }
+  tensors_[root(output_)].last = static_cast<int>(steps_.size());
+  std::vector<int> order;
+  for (int t = 0; t < n; ++t)
+    if (tensors_[t].alias_of < 0 && t != input_) order.push_back(t);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return tensors_[a].floats() > tensors_[b].floats(); });
+  auto aligned = [](int64_t f) { return (f + 15) / 16 * 16; };
+  std::vector<int> placed;
+  arena_floats_ = 0;
+  for (int t : order) {
+    Tensor& cur = tensors_[t];
+    std::vector<std::pair<int64_t, int64_t>> busy;
+    for (int o : placed) {
+      const Tensor& other = tensors_[o];
+      if (other.first <= cur.last && cur.first <= other.last)
+        busy.emplace_back(other.offset, other.offset + aligned(other.floats()));
+    }
+    std::sort(busy.begin(), busy.end());
+    int64_t offset = 0;
+    for (const auto& [lo, hi] : busy) {
+      if (offset + aligned(cur.floats()) <= lo) break;
+      offset = std::max(offset, hi);
+    }
+    cur.offset = offset;
+    arena_floats_ = std::max(arena_floats_, offset + aligned(cur.floats()));
+    placed.push_back(t);
+  }
+  arena_ = AlignedFloats(arena_floats_);
+}
+
+void Plan::run(const float* x, int64_t batch, float* y) {
+  std::lock_guard<std::mutex> lock(run_mutex_);
+  const int64_t in_floats = tensors_[input_].floats(), out_floats = tensors_[output_].floats();
+  for (int64_t i = 0; i < batch; ++i) {
+    current_input_ = x + i * in_floats;
+    for (auto& step : steps_) {
+      if (!step->parallel || pool_.size() == 1 || step->rows == 1) {
+        step->run(*this, 0, step->rows);
+        continue;
+      }
+      const int64_t tasks = row_tasks(step->rows, pool_.size());
+      pool_.parallel_for(tasks, [&](int64_t task, int) {
+        const auto [r0, r1] = task_rows(task, tasks, step->rows);
+        step->run(*this, r0, r1);
+      });
+    }
+    std::memcpy(y + i * out_floats, at(output_), sizeof(float) * out_floats);
+  }
+  current_input_ = nullptr;
+}
+
+}  // namespace tmn

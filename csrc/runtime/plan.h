@@ -1,0 +1,78 @@
+// A compiled model: the graph's nodes turned into ops with packed weights, every activation
+// tensor given an offset in one arena by a liveness-based planner, and a run() that executes
+// all steps in C++ (splitting each step's output rows over a thread pool).
+//
+// The plan is built from the graph JSON that tinymnet.graph.graph_to_dict writes (the same
+// JSON a .tmn header holds), after the Python passes have folded BatchNorm and fused
+// activations/residuals, so a C++-only program can build it from a .tmn file too.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "ops/ops.h"
+#include "runtime/json.h"
+#include "runtime/threadpool.h"
+
+namespace tmn {
+
+// A float32 parameter: pointer and shape (the caller keeps the data alive while the plan is
+// built; ops copy what they need when they pack).
+struct ParamView {
+  const float* data = nullptr;
+  std::vector<int64_t> shape;
+  int64_t size() const;
+};
+using ParamMap = std::map<std::string, ParamView>;
+
+class Plan {
+ public:
+  // Throws std::invalid_argument (naming the node) for anything it cannot run.
+  Plan(const json::Value& graph, const ParamMap& params, int threads, Isa isa);
+  ~Plan();
+
+  // One image's input (h, w, c) and output (h, w, c) dims; 2-D outputs are (1, 1, c).
+  const std::vector<int64_t>& input_dims() const { return input_dims_; }
+  const std::vector<int64_t>& output_dims() const { return output_dims_; }
+  int64_t arena_bytes() const { return arena_floats_ * static_cast<int64_t>(sizeof(float)); }
+  int threads() const { return pool_.size(); }
+  size_t steps() const { return steps_.size(); }
+
+  // x: batch NHWC images (contiguous); y: batch outputs (contiguous). Calls are serialised.
+  void run(const float* x, int64_t batch, float* y);
+
+ private:
+  struct Tensor {
+    int32_t h = 1, w = 1, c = 1;
+    int64_t floats() const { return static_cast<int64_t>(h) * w * c; }
+    int alias_of = -1;        // flatten/reshape/dropout share their input's buffer
+    int first = 0, last = 0;  // steps that write it first / read it last
+    int64_t offset = -1;      // in floats, within the arena
+  };
+  struct Step;
+
+  int tensor_id(const std::string& name, const std::string& node) const;
+  int root(int t) const;
+  void add_node(const json::Value& node, const ParamMap& params);
+  void plan_memory();
+  float* at(int t);
+
+  std::vector<Tensor> tensors_;
+  std::map<std::string, int> names_;
+  std::vector<std::unique_ptr<Step>> steps_;
+  int input_ = -1, output_ = -1;
+  std::vector<int64_t> input_dims_, output_dims_;
+  Isa isa_;
+  int64_t arena_floats_ = 0;
+  AlignedFloats arena_;
+  ThreadPool pool_;
+  std::mutex run_mutex_;
+  const float* current_input_ = nullptr;
+};
+
+}  // namespace tmn
