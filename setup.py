@@ -10,7 +10,8 @@ import platform
 from pathlib import Path
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
 CSRC = "csrc"
@@ -71,4 +72,22 @@ ext = Pybind11Extension(
     extra_compile_args=["-O3", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
 
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})
+
+class BuildPy(build_py):
+    """weights/ is installed as the package tinymnet.weights: its .tmn models, manifest.json and
+    NOTICE, without build.py (the script that regenerates them, a development tool)."""
+
+    def find_package_modules(self, package, package_dir):
+        modules = super().find_package_modules(package, package_dir)
+        if package == "tinymnet.weights":
+            modules = [m for m in modules if m[1] == "__init__"]
+        return modules
+
+
+setup(
+    packages=find_packages("src") + ["tinymnet.weights"],
+    package_dir={"": "src", "tinymnet.weights": "weights"},
+    package_data={"tinymnet.weights": ["*.tmn", "manifest.json", "NOTICE"]},
+    ext_modules=[ext],
+    cmdclass={"build_ext": BuildExt, "build_py": BuildPy},
+)

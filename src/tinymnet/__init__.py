@@ -5,7 +5,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "Model", "__version__"]
+__all__ = ["load", "Model", "Classifier", "__version__"]
 
 
 def __getattr__(name):
@@ -13,4 +13,8 @@ def __getattr__(name):
         from . import model
 
         return getattr(model, name)
+    if name == "Classifier":
+        from .classify import Classifier
+
+        return Classifier
     raise AttributeError(f"module 'tinymnet' has no attribute {name!r}")

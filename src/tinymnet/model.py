@@ -14,17 +14,21 @@ class Model:
 
     ``model(x, layout="NHWC")`` takes a float32 batch (N, H, W, 3) (or (N, 3, H, W) with
     ``layout="NCHW"``), already normalised as ``model.preprocess`` says, and returns the
-    logits (N, classes) as a NumPy array.
+    logits (N, classes) as a NumPy array. It is one C++ call (GIL released) on ``threads``
+    threads (None = the physical cores of this machine). Calls from several Python threads are
+    safe: they run one after the other on the model's own arena.
     """
 
     def __init__(self, graph: Graph, labels=None, preprocess=None, provenance=None,
-                 path: Optional[str] = None):
+                 path: Optional[str] = None, name: Optional[str] = None,
+                 threads: Optional[int] = None):
         self.graph = graph
+        self.name = name  # the bundled / fetched model name it was loaded by, if any
         self.labels = labels
         self.preprocess = dict(preprocess or {})
         self.provenance = dict(provenance or {})
         self.path = path
-        self._compiled = compile_graph(graph)
+        self._compiled = compile_graph(graph, threads)
 
     @property
     def input_shape(self):
@@ -35,25 +39,45 @@ class Model:
     def isa(self) -> str:
         return self._compiled.isa
 
+    @property
+    def threads(self) -> int:
+        return self._compiled.threads
+
+    @property
+    def arena_bytes(self) -> int:
+        """Bytes of the activation arena the compiled plan runs in."""
+        return self._compiled.arena_bytes
+
     def __call__(self, x, layout: str = "NHWC"):
         return self._compiled(x, layout)
 
     def __repr__(self):
         h, w, c = self.input_shape
-        return f"<tinymnet.Model {self.graph.name} {h}x{w}x{c} isa={self.isa} from {self.path}>"
+        src = self.name or self.path
+        return f"<tinymnet.Model {self.graph.name} {h}x{w}x{c} isa={self.isa} from {src}>"
 
 
-def load(path) -> Model:
-    """Load a `.tmn` file (see :mod:`tinymnet.formats.tmn`) and compile it for this CPU."""
+def load(model=None, threads: Optional[int] = None) -> Model:
+    """Load a model and compile it for this CPU.
+
+    ``model`` is a `.tmn` file (see :mod:`tinymnet.formats.tmn`), the name of a bundled
+    pretrained model (``tinymnet models`` lists them; None = the default one) or of a model
+    downloaded with ``tinymnet fetch``. ``threads``: how many threads one inference uses
+    (None = the physical cores).
+    """
+    from .bundled import resolve
     from .formats.detect import detect_format
     from .formats.tmn import load_tmn
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FormatError("no such file", path)
+    path = resolve(model)
+    name = None if model is None or os.path.exists(os.fspath(model)) else os.fspath(model)
+    if model is None:
+        from .bundled import default_model
+
+        name = default_model()
     kind = detect_format(path)
     if kind != "tmn":
         raise FormatError(f"this is a {kind} file; convert it first: "
                           f"tinymnet convert {path} -o model.tmn", path)
     tm = load_tmn(path)
-    return Model(tm.graph, tm.labels, tm.preprocess, tm.provenance, path)
+    return Model(tm.graph, tm.labels, tm.preprocess, tm.provenance, path, name, threads)

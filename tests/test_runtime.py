@@ -1,0 +1,85 @@
+"""The compiled C++ plan: equal to the NumPy reference, with any thread count, batch and
+concurrent callers; the arena is planned, not one buffer per tensor."""
+import threading
+
+import numpy as np
+import pytest
+
+from tinymnet import info
+from tinymnet.graph import run_reference
+from tinymnet.models import build
+from tinymnet.runtime import compile_graph, default_threads
+
+
+def _close(y, ref, tol=1e-4):
+    assert np.max(np.abs(y - ref)) <= tol * np.max(np.abs(ref))
+
+
+@pytest.fixture(scope="module")
+def v3s():
+    return build("mobilenet_v3_small", width=0.75, resolution=96, num_classes=37)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return np.random.default_rng(3).standard_normal((3, 96, 96, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large",
+                                  "efficientnet_lite0"])
+def test_each_architecture_matches_the_reference(arch):
+    g = build(arch, resolution=64, num_classes=11)
+    x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    _close(compile_graph(g, threads=2)(x), run_reference(g, x))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threads_and_batch_give_the_reference(v3s, batch, threads):
+    model = compile_graph(v3s, threads=threads)
+    assert model.threads == threads
+    y = model(batch)
+    _close(y, run_reference(v3s, batch))
+    for i in range(len(batch)):  # an image's result does not depend on its batch
+        np.testing.assert_allclose(model(batch[i:i + 1])[0], y[i], rtol=0, atol=1e-6)
+
+
+def test_concurrent_callers_get_serial_results(v3s, batch):
+    model = compile_graph(v3s, threads=2)
+    expected = [model(batch[i:i + 1]) for i in range(3)]
+    results, errors = {}, []
+
+    def worker(k):
+        try:
+            for _ in range(5):
+                i = k % 3
+                out = model(batch[i:i + 1])
+                if not np.array_equal(out, expected[i]):
+                    errors.append(f"thread {k} differs")
+            results[k] = True
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 8
+
+
+def test_arena_is_smaller_than_all_activations():
+    g = build("mobilenet_v2")
+    model = compile_graph(g, threads=1)
+    totals = info.info_totals(g)
+    # Liveness planning keeps ~2 tensors alive at a time: far below the sum of all outputs,
+    # and at least the largest pair live together (input + output of the widest layer).
+    assert model.arena_bytes < totals["activation_bytes"] / 8
+    assert model.arena_bytes >= 112 * 112 * 96 * 4
+    assert model.arena_bytes <= 6 * 2**20  # MobileNetV2-224: 5.74 MiB
+
+
+def test_default_threads_and_bad_threads(v3s):
+    assert default_threads() >= 1
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads"):
+            compile_graph(v3s, threads=bad)
