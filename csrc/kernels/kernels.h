@@ -42,8 +42,10 @@ inline float apply_activation(float x, const Activation& a) {
 // ---------------------------------------------------------------------------------------------
 // Pointwise (1x1) convolution / fully connected layer as a GEMM on pre-packed weights:
 //   C[m, n] = act(sum_k A[m, k] * W[n, k] + bias[n] + R[m, n])      (R optional)
-// Packed layout for panel width NR (the ISA's choice): ceil(N / NR) panels; panel p holds
-// bias[p*NR .. p*NR+NR) then K rows of NR weights W[p*NR + j, k], zero padded past N.
+// Packed layout for panel width NR (the ISA's choice, even): ceil(N / NR) panels; panel p
+// starts at p * (K + 1) * NR and holds bias[p*NR .. p*NR+width) then K rows of `width` weights
+// W[p*NR + j, k], zero padded past N. width = gemm_panel_width(N, NR, p*NR): NR, except a last
+// panel covering at most NR / 2 columns is NR / 2 wide (N = 16 with NR = 32 needs half the FMAs).
 struct GemmArgs {
   int64_t m = 0;            // rows (pixels) to compute
   int32_t k = 0;            // input channels
@@ -58,8 +60,13 @@ struct GemmArgs {
   Activation act;
 };
 
+inline int32_t gemm_panel_width(int32_t n, int32_t nr, int32_t n0) {
+  return n - n0 <= nr / 2 ? nr / 2 : nr;
+}
 inline int64_t gemm_packed_floats(int32_t k, int32_t n, int32_t nr) {
-  return static_cast<int64_t>((n + nr - 1) / nr) * (static_cast<int64_t>(k) + 1) * nr;
+  const int32_t last = (n - 1) / nr * nr;  // first column of the last panel
+  return (static_cast<int64_t>(last) + gemm_panel_width(n, nr, last)) *
+         (static_cast<int64_t>(k) + 1);
 }
 // w is (N, K) row major (PyTorch (Cout, Cin) for a 1x1 conv); bias may be null (zeros).
 void pack_gemm_weights(const float* w, const float* bias, int32_t k, int32_t n, int32_t nr,

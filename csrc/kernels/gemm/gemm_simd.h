@@ -1,89 +1,218 @@
 // Vectorised GEMM on packed weights (see GemmArgs in kernels.h), shared by every vector ISA.
 //
-// Register tile: MR rows (pixels) x NV vectors of output channels (NR = NV * lanes, the packed
-// panel width). For every k the tile loads NV weight vectors once and broadcasts one A value
-// per row, so MR*NV accumulators live in registers for the whole K loop. Loop order: row tiles
-// outer, panels inner, so a row tile of A stays in L1 while every panel streams from L2.
+// Register tile: R rows (pixels) x NV vectors of output channels. For every k the tile loads
+// NV weight vectors once and broadcasts one A value per row, so the R*NV accumulators live in
+// registers for the whole K loop. Full panels (NR = NV * lanes) use NV vectors; the half-width
+// last panel (gemm_panel_width) uses NV / 2, so N = 16 on AVX-512 does not pay for 32 columns.
+//
+// Loop order: row tiles outer, panels inner. A row tile of A (R x K) stays in L1 while the
+// panels stream from L2 (or L3: with R = 12 rows reusing every weight vector, streaming
+// them needs only ~11 B/cycle, so blocking N for L2 measured no gain even at 5 MB of weights).
+//
+// Row tiles are balanced: m rows are cut into ceil(m / MR) tiles of nearly equal height
+// (49 = 10+10+10+10+9 with MR = 12) rather than full tiles plus a thin, latency-bound one.
+// Tiles with fewer than kChains accumulators (GEMV, m = 1) split K over several accumulator
+// sets so FMAs do not wait on each other.
+//
 // Bias is the first row of each panel; the epilogue adds the residual and applies the
 // activation before the single store.
 #pragma once
 
 #include "kernels/vec.h"
 
+#define TMN_GEMM_INLINE inline __attribute__((always_inline))
+
 namespace tmn {
 namespace {
 
-template <int MR, int NV>
-inline void gemm_tile(const GemmArgs& g, int64_t row, const float* panel, int32_t n0,
-                      const VecActivation& act) {
-  constexpr int L = Vec::kLanes, NR = NV * L;
-  Vec acc[MR][NV];
-#pragma GCC unroll 8
-  for (int j = 0; j < NV; ++j) {
-    const Vec b = Vec::load(panel + j * L);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) acc[i][j] = b;
+// Independent accumulator chains needed to hide FMA latency: 4 cycles x 2 FMAs per cycle
+// (Zen4/Zen5 ymm, Zen5 zmm, Intel since Skylake).
+constexpr int kChains = 8;
+// Tiles of 1-2 rows (GEMV) only stream the weights: prefetch them this far ahead (4 KB).
+constexpr int kWeightPrefetchFloats = 1024;
+
+constexpr int k_splits(int chains) {
+  return chains >= kChains ? 1 : (kChains + chains - 1) / chains;
+}
+
+// The activation with its kind fixed at compile time: the epilogue must not branch or call
+// per vector (a call would also spill every accumulator, vector registers are caller-saved).
+template <ActKind K>
+TMN_GEMM_INLINE Vec activate(Vec x, const VecActivation& a) {
+  if constexpr (K == ActKind::none) {
+    return x;
+  } else if constexpr (K == ActKind::relu6) {  // relu too: a.hi is +huge then
+    return Vec::min(Vec::max(x, a.lo), a.hi);
+  } else {
+    const Vec gate = Vec::min(Vec::max(Vec::fmadd(x, a.alpha, a.beta), a.zero), a.one);
+    return K == ActKind::hardswish ? Vec::mul(x, gate) : gate;
   }
-  const float* a = g.a + row * g.lda;
-  const float* w = panel + NR;
-  for (int32_t kk = 0; kk < g.k; ++kk, w += NR) {
-    Vec b[NV];
-#pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) b[j] = Vec::load(w + j * L);
+}
+
+// C = act(acc + residual) for R rows x `cols` (<= NV * lanes) columns.
+template <ActKind K, int R, int NV>
+TMN_GEMM_INLINE void store_tile_act(const Vec (&acc)[R][NV], float* c, int64_t ldc,
+                                    const float* r, int64_t ldr, int32_t cols,
+                                    const VecActivation& act) {
+  constexpr int L = Vec::kLanes;
+  if (cols == NV * L) {  // every panel but maybe the last: no masks
+    if (r) {
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const Vec ai = Vec::set1(a[i * g.lda + kk]);
+      for (int i = 0; i < R; ++i)
 #pragma GCC unroll 8
-      for (int j = 0; j < NV; ++j) acc[i][j] = Vec::fmadd(ai, b[j], acc[i][j]);
+        for (int j = 0; j < NV; ++j)
+          Vec::store(c + i * ldc + j * L,
+                     activate<K>(Vec::add(acc[i][j], Vec::load(r + i * ldr + j * L)), act));
+    } else {
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) Vec::store(c + i * ldc + j * L, activate<K>(acc[i][j], act));
     }
+    return;
   }
-  const int32_t cols = g.n - n0 < NR ? g.n - n0 : NR;
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    float* c = g.c + (row + i) * g.ldc + n0;
-    const float* r = g.residual ? g.residual + (row + i) * g.ldr + n0 : nullptr;
+  for (int i = 0; i < R; ++i) {
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) {
       const int32_t left = cols - j * L;
       if (left <= 0) break;
       Vec v = acc[i][j];
       if (left >= L) {
-        if (r) v = Vec::add(v, Vec::load(r + j * L));
-        Vec::store(c + j * L, act(v));
+        if (r) v = Vec::add(v, Vec::load(r + i * ldr + j * L));
+        Vec::store(c + i * ldc + j * L, activate<K>(v, act));
       } else {
-        if (r) v = Vec::add(v, Vec::load_partial(r + j * L, left));
-        Vec::store_partial(c + j * L, act(v), left);
+        if (r) v = Vec::add(v, Vec::load_partial(r + i * ldr + j * L, left));
+        Vec::store_partial(c + i * ldc + j * L, activate<K>(v, act), left);
       }
     }
   }
 }
 
-// Rows [row, row + MR) against every panel.
-template <int MR, int NV>
-inline void gemm_rows(const GemmArgs& g, int64_t row, const VecActivation& act) {
+template <int R, int NV>
+TMN_GEMM_INLINE void store_tile(const Vec (&acc)[R][NV], const GemmArgs& g, int64_t row,
+                                int32_t n0, const VecActivation& act) {
   constexpr int NR = NV * Vec::kLanes;
-  const int64_t panel_floats = (static_cast<int64_t>(g.k) + 1) * NR;
-  const float* panel = g.packed_w;
-  for (int32_t n0 = 0; n0 < g.n; n0 += NR, panel += panel_floats)
-    gemm_tile<MR, NV>(g, row, panel, n0, act);
+  float* c = g.c + row * g.ldc + n0;
+  const float* r = g.residual ? g.residual + row * g.ldr + n0 : nullptr;
+  const int32_t cols = g.n - n0 < NR ? g.n - n0 : NR;
+  switch (act.kind) {  // once per tile
+    case ActKind::none:
+      return store_tile_act<ActKind::none>(acc, c, g.ldc, r, g.ldr, cols, act);
+    case ActKind::relu:
+    case ActKind::relu6:
+      return store_tile_act<ActKind::relu6>(acc, c, g.ldc, r, g.ldr, cols, act);
+    case ActKind::hardsigmoid:
+      return store_tile_act<ActKind::hardsigmoid>(acc, c, g.ldc, r, g.ldr, cols, act);
+    case ActKind::hardswish:
+      return store_tile_act<ActKind::hardswish>(acc, c, g.ldc, r, g.ldr, cols, act);
+  }
 }
 
-// The last m % MR rows, with a tile of exactly that height.
-template <int MR, int NV>
-inline void gemm_remainder(const GemmArgs& g, int64_t row, int rows, const VecActivation& act) {
-  if constexpr (MR > 1) {
-    if (rows == MR - 1) return gemm_rows<MR - 1, NV>(g, row, act);
-    return gemm_remainder<MR - 1, NV>(g, row, rows, act);
+// C[row .. row+R, n0 .. n0 + NV*lanes) from one panel (bias row + K rows of NV*lanes floats).
+template <int R, int NV>
+TMN_GEMM_INLINE void gemm_tile(const GemmArgs& g, int64_t row, const float* panel, int32_t n0,
+                               const VecActivation& act) {
+  constexpr int L = Vec::kLanes, NR = NV * L, S = k_splits(R * NV);
+  // Rows are addressed as two halves from two bases sharing the same row offsets: a 12-row
+  // tile then needs 5 offset registers instead of 11 (x86 has 15 usable GPRs).
+  constexpr int H = (R + 1) / 2;
+  const float* const a_half[2] = {g.a + row * g.lda, g.a + (row + H) * g.lda};
+  Vec acc[S][R][NV];
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) {
+    const Vec b = Vec::load(panel + j * L);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      acc[0][i][j] = b;
+#pragma GCC unroll 8
+      for (int s = 1; s < S; ++s) acc[s][i][j] = Vec::zero();
+    }
   }
+  const float* w = panel + NR;
+  int32_t kk = 0;
+  if constexpr (S > 1) {  // S consecutive k go to S accumulator sets
+    for (; kk + S <= g.k; kk += S, w += S * NR) {
+      if constexpr (R <= 2) {  // GEMV: only streams the weights, from L3
+#pragma GCC unroll 8
+        for (int q = 0; q < S * NR; q += 16) __builtin_prefetch(w + kWeightPrefetchFloats + q);
+      }
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) {
+        Vec b[NV];
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) b[j] = Vec::load(w + s * NR + j * L);
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+          const Vec ai = Vec::set1(a_half[i / H][(i % H) * g.lda + kk + s]);
+#pragma GCC unroll 8
+          for (int j = 0; j < NV; ++j) acc[s][i][j] = Vec::fmadd(ai, b[j], acc[s][i][j]);
+        }
+      }
+    }
+  }
+  for (; kk < g.k; ++kk, w += NR) {
+    Vec b[NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) b[j] = Vec::load(w + j * L);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const Vec ai = Vec::set1(a_half[i / H][(i % H) * g.lda + kk]);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[0][i][j] = Vec::fmadd(ai, b[j], acc[0][i][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int s = 1; s < S; ++s)
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[0][i][j] = Vec::add(acc[0][i][j], acc[s][i][j]);
+  store_tile<R, NV>(acc[0], g, row, n0, act);
+}
+
+// Rows [row, row + R) against every panel. One out-of-line function per tile height (the
+// tiles are inlined into it), called once per row tile.
+template <int R, int NV>
+__attribute__((noinline)) void gemm_rows(const GemmArgs& g, int64_t row, int32_t panels,
+                                         const VecActivation& act) {
+  constexpr int NR = NV * Vec::kLanes;
+  const int64_t panel_floats = (static_cast<int64_t>(g.k) + 1) * NR;
+  for (int32_t p = 0; p < panels; ++p) {
+    const int32_t n0 = p * NR;
+    if (g.n - n0 > NR / 2)  // gemm_panel_width (not called: ISA TUs keep helpers local)
+      gemm_tile<R, NV>(g, row, g.packed_w + p * panel_floats, n0, act);
+    else
+      gemm_tile<R, NV / 2>(g, row, g.packed_w + p * panel_floats, n0, act);
+  }
+}
+
+// Runtime tile height (1 .. R) to template instance.
+template <int R, int NV>
+inline void gemm_rows_n(const GemmArgs& g, int64_t row, int rows, int32_t panels,
+                        const VecActivation& act) {
+  if (rows == R) return gemm_rows<R, NV>(g, row, panels, act);
+  if constexpr (R > 1) return gemm_rows_n<R - 1, NV>(g, row, rows, panels, act);
 }
 
 template <int MR, int NV>
 void gemm_simd(const GemmArgs& g) {
+  static_assert(NV % 2 == 0, "the half-width last panel needs an even vector count");
+  constexpr int NR = NV * Vec::kLanes;
+  if (g.m <= 0 || g.n <= 0) return;
   const VecActivation act(g.act);
+  const int32_t panels = (g.n + NR - 1) / NR;
+  const int64_t tiles = (g.m + MR - 1) / MR;
+  const int64_t base = g.m / tiles, extra = g.m % tiles;  // the first `extra` get base + 1 rows
   int64_t row = 0;
-  for (; row + MR <= g.m; row += MR) gemm_rows<MR, NV>(g, row, act);
-  if (row < g.m) gemm_remainder<MR, NV>(g, row, static_cast<int>(g.m - row), act);
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int rows = static_cast<int>(base + (t < extra ? 1 : 0));
+    gemm_rows_n<MR, NV>(g, row, rows, panels, act);
+    row += rows;
+  }
 }
 
 }  // namespace
 }  // namespace tmn
+
+#undef TMN_GEMM_INLINE

@@ -8,9 +8,10 @@ namespace tmn {
 void pack_gemm_weights(const float* w, const float* bias, int32_t k, int32_t n, int32_t nr,
                        float* packed) {
   for (int32_t n0 = 0; n0 < n; n0 += nr) {
-    for (int32_t j = 0; j < nr; ++j) *packed++ = (bias && n0 + j < n) ? bias[n0 + j] : 0.0f;
+    const int32_t width = gemm_panel_width(n, nr, n0);
+    for (int32_t j = 0; j < width; ++j) *packed++ = (bias && n0 + j < n) ? bias[n0 + j] : 0.0f;
     for (int32_t kk = 0; kk < k; ++kk)
-      for (int32_t j = 0; j < nr; ++j)
+      for (int32_t j = 0; j < width; ++j)
         *packed++ = n0 + j < n ? w[static_cast<int64_t>(n0 + j) * k + kk] : 0.0f;
   }
 }
@@ -23,15 +24,16 @@ void gemm_scalar(const GemmArgs& g) {
     float* c = g.c + i * g.ldc;
     const float* r = g.residual ? g.residual + i * g.ldr : nullptr;
     for (int32_t n0 = 0; n0 < g.n; n0 += nr) {
+      const int32_t width = gemm_panel_width(g.n, nr, n0);
       const float* w = g.packed_w + (n0 / nr) * panel;
       float acc[kScalarGemmNR];
-      for (int32_t j = 0; j < nr; ++j) acc[j] = w[j];
+      for (int32_t j = 0; j < width; ++j) acc[j] = w[j];
       for (int32_t kk = 0; kk < g.k; ++kk) {
         const float av = a[kk];
-        const float* wk = w + (kk + 1) * nr;
-        for (int32_t j = 0; j < nr; ++j) acc[j] += av * wk[j];
+        const float* wk = w + (kk + 1) * width;
+        for (int32_t j = 0; j < width; ++j) acc[j] += av * wk[j];
       }
-      const int32_t cols = std::min(nr, g.n - n0);
+      const int32_t cols = std::min(width, g.n - n0);
       for (int32_t j = 0; j < cols; ++j)
         c[n0 + j] = apply_activation(acc[j] + (r ? r[n0 + j] : 0.0f), g.act);
     }
