@@ -419,3 +419,21 @@ def test_tflite_goes_through_the_graph_importer(tmp_path):
     model = tinymnet.load(out)
     x = _photo("cat.bmp", (224, 224), model.preprocess)[None]
     assert model(x).shape == (1, 1001)
+
+
+@pytest.mark.parametrize("parts", [KERAS_V1, LITE0], ids=["keras_v1_025", "efficientnet_lite0"])
+def test_float_fixtures_match_all_reference_predictions(tmp_path, parts):
+    """Float models: top-1 on all 13 photos and every reference top-5 probability within 1e-3."""
+    convert_file(fixture(*parts), tmp_path / "m.tmn")
+    model = tinymnet.load(tmp_path / "m.tmn")
+    ref = json.loads(fixture("reference_predictions.json").read_text())["models"]
+    ref = ref["/".join(parts[1:])]["images"]
+    assert len(ref) == 13
+    names = sorted(ref)
+    x = np.stack([_photo(n, (224, 224), model.preprocess) for n in names])
+    probs = _softmax(model(x))
+    for name, pr in zip(names, probs):
+        top = ref[name]
+        assert int(pr.argmax()) == top[0][0], name
+        for index, prob, _label in top:
+            assert abs(pr[index] - prob) <= 1e-3, (name, index, pr[index], prob)
