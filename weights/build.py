@@ -21,12 +21,12 @@ at run time imports it. See weights/NOTICE for the sources and their licence.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
+from tinymnet.formats._common import sha256_file
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -65,13 +65,6 @@ def fixtures_dir(arg=None) -> Path:
              f"(expected {REPO.parent / 'shared' / 'fixtures'})")
 
 
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def imagenet_labels(fixtures: Path):
     lines = (fixtures / "labels" / "imagenet_labels_1001.txt").read_text("utf-8").splitlines()
@@ -101,7 +94,7 @@ def build_one(name: str, spec: dict, fixtures: Path, labels, out: Path) -> dict:
         converter=f"tinymnet {tinymnet.__version__}: weights/build.py with "
                   "tinymnet.importers.tflite",
         bundled_name=name, source=spec["source"], origin=spec["origin"],
-        licence=spec["licence"], sha256=sha256(src),
+        licence=spec["licence"], sha256=sha256_file(src),
         labels="ImageNet-1k, 1000 classes from google-coral/test_data imagenet_labels.txt "
                "(background dropped)")
     save_tmn(out, graph, labels=list(labels), preprocess=imp.preprocess, provenance=provenance,
@@ -166,7 +159,7 @@ def main(argv=None) -> int:
         for name, spec in MODELS.items():
             tmp_path = Path(tmp) / f"{name}.tmn"
             entry = build_one(name, spec, fixtures, labels, tmp_path)
-            entry["sha256"] = sha256(tmp_path)
+            entry["sha256"] = sha256_file(tmp_path)
             entry["bytes"] = tmp_path.stat().st_size
             entry["fixture_top1"] = fixture_top1(tmp_path, f"tflite/{spec['source']}", fixtures,
                                                  reference)

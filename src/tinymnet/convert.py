@@ -60,7 +60,6 @@ size, and the architecture, width, weight layout and BN eps used.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -70,6 +69,7 @@ import numpy as np
 
 from .errors import FormatError, TinymnetError
 from .graph import Graph
+from .formats._common import sha256_file
 
 __all__ = [
     "ConvertedModel",
@@ -235,17 +235,10 @@ def _resolve_labels(labels, num_classes: int, imagenet: bool):
 # Sources
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _source_record(path: str, kind: str) -> dict:
     return {"file": os.path.basename(path), "format": kind, "bytes": os.path.getsize(path),
-            "sha256": _sha256(path)}
+            "sha256": sha256_file(path)}
 
 
 def _as_list(sources) -> List[str]:

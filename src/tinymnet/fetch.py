@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from .errors import TinymnetError
+from .formats._common import sha256_file
 
 __all__ = ["MANIFEST", "FetchError", "cache_dir", "cached_model_path", "fetch"]
 
@@ -152,7 +153,7 @@ def fetch(name: str, *, force: bool = False, base_url: Optional[str] = None,
     downloads.mkdir(parents=True, exist_ok=True)
     src = downloads / fname
     expected = _expected_prefix(entry)
-    if src.is_file() and not force and expected and _sha256(src).startswith(expected):
+    if src.is_file() and not force and expected and sha256_file(src).startswith(expected):
         say(f"{name}: using the downloaded {src}")
     else:
         say(f"{name}: downloading {url}")
@@ -177,11 +178,4 @@ def fetch(name: str, *, force: bool = False, base_url: Optional[str] = None,
     say(f"{name}: converted to {out}")
     return out
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 

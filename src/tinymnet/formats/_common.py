@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import os
 from typing import Iterator
@@ -111,3 +112,12 @@ def check_shape(shape, path, what: str) -> tuple:
     if len(out) > 32:
         raise FormatError(f"{what}: shape has {len(out)} dimensions (at most 32)", path)
     return tuple(int(s) for s in out)
+
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (provenance records and download checks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

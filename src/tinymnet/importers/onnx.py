@@ -33,7 +33,6 @@ defaults to 48 x 192 with (x / 255 - 0.5) / 0.5.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from typing import Dict, List, Optional, Sequence
@@ -41,6 +40,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import FormatError
+from ..formats._common import sha256_file
 from ..formats.onnx_reader import OnnxModel, OnnxNode, load_onnx
 from . import Imported, make_recipe
 from ._common import Net, expand_dilation, lower
@@ -690,15 +690,11 @@ def import_onnx(path, input_size=None, mean=None, std=None, name: Optional[str] 
         meta["labels"] = labels
     graph = lower(net, meta)
 
-    h256 = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h256.update(block)
     provenance = {
         "source_format": "onnx",
         "importer": "tinymnet.importers.onnx",
         "files": [{"name": os.path.basename(path), "bytes": os.path.getsize(path),
-                   "sha256": h256.hexdigest()}],
+                   "sha256": sha256_file(path)}],
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "opset": dict(model.opset),
         "dropped_tail": list(imp.dropped),

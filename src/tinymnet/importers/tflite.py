@@ -36,7 +36,6 @@ file, the operator index and the op.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -48,6 +47,7 @@ from ..formats.tflite import TFLiteModel, TFLiteTensor, load_tflite
 from ..formats.tmn import QuantizedTensor
 from . import Imported, make_recipe
 from ._common import Net, check_quantized, expand_dilation, lower
+from ..formats._common import sha256_file
 
 __all__ = ["import_tflite"]
 
@@ -72,13 +72,6 @@ def _qrange(t: TFLiteTensor) -> Optional[Tuple[float, float]]:
     s, z = float(t.scale[0]), int(t.zero_point.reshape(-1)[0])
     return (qmin - z) * s, (qmax - z) * s
 
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _FileImporter:
@@ -766,7 +759,7 @@ def import_tflite(paths, name: Optional[str] = None) -> Imported:
         "source_format": "tflite",
         "importer": "tinymnet.importers.tflite",
         "files": [{"name": os.path.basename(p), "bytes": os.path.getsize(p),
-                   "sha256": _sha256(p)} for p in paths],
+                   "sha256": sha256_file(p)} for p in paths],
         "description": [m.description for m in models],
         "input_dtype": tin.dtype,
         "weight_dtypes": sorted(state["weight_dtypes"]),

@@ -102,13 +102,13 @@ def _mobilenet_v3(
     arch: str,
     setting,
     last_channels: int,
-    width: float,
-    num_classes: int,
-    resolution: int,
-    params,
-    seed: int,
-    bn_eps,
-    dropout: float,
+    width: float = 1.0,
+    num_classes: int = 1000,
+    resolution: int = 224,
+    params: Optional[Mapping[str, object]] = None,
+    seed: int = 0,
+    bn_eps: Optional[float] = None,
+    dropout: float = 0.2,
     head_channels: Optional[int] = None,
 ) -> Graph:
     eps = BN_EPS["torchvision_mobilenet_v3"] if bn_eps is None else bn_eps
@@ -149,57 +149,16 @@ def _mobilenet_v3(
     return b.build([x], params, seed)
 
 
-def mobilenet_v3_large(
-    width: float = 1.0,
-    num_classes: int = 1000,
-    resolution: int = 224,
-    params: Optional[Mapping[str, object]] = None,
-    seed: int = 0,
-    bn_eps: Optional[float] = None,
-    dropout: float = 0.2,
-    head_channels: Optional[int] = None,
-) -> Graph:
+def mobilenet_v3_large(width: float = 1.0, **kwargs) -> Graph:
     """torchvision ``mobilenet_v3_large(width_mult=width)``: BN eps 1e-3, classifier
     Linear(960, 1280) - hardswish - Dropout - Linear(1280, num_classes) at width 1.
-    ``head_channels`` overrides the hidden width of the classifier (timm keeps 1280 unscaled)."""
-    return _mobilenet_v3(
-        "mobilenet_v3_large",
-        LARGE,
-        LARGE_LAST_CHANNELS,
-        width,
-        num_classes,
-        resolution,
-        params,
-        seed,
-        bn_eps,
-        dropout,
-        head_channels,
-    )
+    Keyword arguments: num_classes=1000, resolution=224, params=None, seed=0, bn_eps=None,
+    dropout=0.2, head_channels=None (the classifier's hidden width; timm keeps 1280 unscaled)."""
+    return _mobilenet_v3("mobilenet_v3_large", LARGE, LARGE_LAST_CHANNELS, width, **kwargs)
 
 
-def mobilenet_v3_small(
-    width: float = 1.0,
-    num_classes: int = 1000,
-    resolution: int = 224,
-    params: Optional[Mapping[str, object]] = None,
-    seed: int = 0,
-    bn_eps: Optional[float] = None,
-    dropout: float = 0.2,
-    head_channels: Optional[int] = None,
-) -> Graph:
+def mobilenet_v3_small(width: float = 1.0, **kwargs) -> Graph:
     """torchvision ``mobilenet_v3_small(width_mult=width)``: BN eps 1e-3, classifier
     Linear(576, 1024) - hardswish - Dropout - Linear(1024, num_classes) at width 1.
-    ``head_channels`` overrides the hidden width of the classifier (timm keeps 1024 unscaled)."""
-    return _mobilenet_v3(
-        "mobilenet_v3_small",
-        SMALL,
-        SMALL_LAST_CHANNELS,
-        width,
-        num_classes,
-        resolution,
-        params,
-        seed,
-        bn_eps,
-        dropout,
-        head_channels,
-    )
+    Keyword arguments as :func:`mobilenet_v3_large` (timm keeps the 1024 unscaled)."""
+    return _mobilenet_v3("mobilenet_v3_small", SMALL, SMALL_LAST_CHANNELS, width, **kwargs)
