@@ -66,6 +66,8 @@ class Conv2d {
   Isa isa() const { return isa_; }
   int32_t cin() const { return cin_; }
   int32_t cout() const { return cout_; }
+  int32_t kernel_h() const { return kh_; }
+  int32_t stride_h() const { return sh_; }
   WindowGeometry geometry(int32_t h, int32_t w) const {
     return window_geometry(h, w, kh_, kw_, sh_, sw_, pad_);
   }

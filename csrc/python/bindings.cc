@@ -260,7 +260,7 @@ class PyPlan {
  public:
   // graph_json: tinymnet.graph.graph_to_dict of an optimised graph; params: name -> float32
   // array (copied into packed weights here, so the arrays may be released afterwards).
-  PyPlan(const std::string& graph_json, const py::dict& params, int threads) {
+  PyPlan(const std::string& graph_json, const py::dict& params, int threads, bool fuse_chains) {
     const json::Value graph = json::Value::parse(graph_json);
     ParamMap views;
     for (auto item : params) {
@@ -275,7 +275,7 @@ class PyPlan {
       views[name] = v;
     }
     require(threads >= 1, "threads must be >= 1");
-    plan_ = std::make_unique<Plan>(graph, views, threads, current_isa());
+    plan_ = std::make_unique<Plan>(graph, views, threads, current_isa(), fuse_chains);
   }
   std::vector<int64_t> input_dims() const { return plan_->input_dims(); }
   std::vector<int64_t> output_dims() const { return plan_->output_dims(); }
@@ -419,8 +419,8 @@ PYBIND11_MODULE(_C, m) {
       .def("run", &PyPool2d::run, py::arg("x"), py::arg("out"));
 
   py::class_<PyPlan>(m, "Plan")
-      .def(py::init<const std::string&, const py::dict&, int>(), py::arg("graph_json"),
-           py::arg("params"), py::arg("threads"))
+      .def(py::init<const std::string&, const py::dict&, int, bool>(), py::arg("graph_json"),
+           py::arg("params"), py::arg("threads"), py::arg("fuse_chains"))
       .def_property_readonly("input_dims", &PyPlan::input_dims)
       .def_property_readonly("output_dims", &PyPlan::output_dims)
       .def_property_readonly("arena_bytes", &PyPlan::arena_bytes)

@@ -77,6 +77,55 @@ const ParamView& param(const ParamMap& params, const json::Value& node, const ch
   return it->second;
 }
 
+// The Conv2d op of a conv2d node whose input has `cin` channels.
+std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& params, int32_t cin_in,
+                                  Isa isa) {
+  const json::Value& attrs = node.at("attrs");
+  const ParamView& w = param(params, node, "weight");
+  const ParamView& b = param(params, node, "bias", true);
+  require(w.shape.size() == 4, "conv weight must be 4-D");
+  const auto stride = int_pair(attrs.at("stride"), "stride");
+  const int32_t groups = attrs.at("groups").as_int("groups");
+  const int32_t cout = w.shape[0], cin = w.shape[1] * groups;
+  require(cin == cin_in, "input has " + std::to_string(cin_in) + " channels, weight expects " +
+                             std::to_string(cin));
+  require(!b.data || b.size() == cout, "bias size does not match the weight");
+  return std::make_shared<Conv2d>(w.data, b.data, cout, cin, w.shape[2], w.shape[3], stride.first,
+                                  stride.second, padding_attr(attrs.at("padding")), groups,
+                                  activation_attr(attrs), isa);
+}
+
+// One level of a fused chain as the band planner sees it.
+struct ChainDims {
+  int32_t out_h;       // rows of the level's output
+  int64_t row_floats;  // floats of one output row
+  int32_t k, s;        // kernel height and stride of the level
+};
+
+// Band capacity (rows) of every intermediate level for tiles of `tile` final rows, walking
+// back: T' = (T - 1) * s + k. Returns the floats of one thread's bands (each 64-byte aligned)
+// and fills each band's offset when asked.
+int64_t chain_bands(const std::vector<ChainDims>& levels, int32_t tile,
+                    std::vector<int64_t>* offsets_out = nullptr) {
+  int64_t floats = 0;
+  int32_t rows = tile;
+  if (offsets_out) offsets_out->assign(levels.size(), 0);
+  for (size_t j = levels.size() - 1; j-- > 0;) {
+    rows = std::min(levels[j].out_h, (rows - 1) * levels[j + 1].s + levels[j + 1].k);
+    if (offsets_out) (*offsets_out)[j] = floats;
+    floats += (static_cast<int64_t>(rows) * levels[j].row_floats + 15) / 16 * 16;
+  }
+  return floats;
+}
+
+// The tallest tile (halving from the whole output) whose bands fit in ~384 KiB, so they stay
+// in L2 from one level to the next.
+int32_t chain_tile(const std::vector<ChainDims>& levels) {
+  int32_t tile = levels.back().out_h;
+  while (tile > 1 && chain_bands(levels, tile) * 4 > (384 << 10)) tile = (tile + 1) / 2;
+  return tile;
+}
+
 // Output rows [0, rows) split into about 4 chunks per thread (fewer for small images).
 int64_t row_tasks(int64_t rows, int threads) { return std::min<int64_t>(rows, 4 * threads); }
 std::pair<int32_t, int32_t> task_rows(int64_t task, int64_t tasks, int64_t rows) {
@@ -96,13 +145,22 @@ struct Plan::Step {
   std::string name;
   std::vector<int> in;
   int out = -1;
-  // Runs output rows [r0, r1) of one image (for row-parallel steps) or the whole image.
-  std::function<void(Plan&, int32_t r0, int32_t r1)> run;
+  // Runs output rows [r0, r1) of one image (for row-parallel steps) or the whole image, on
+  // pool thread `thread`.
+  std::function<void(Plan&, int32_t r0, int32_t r1, int thread)> run;
   int32_t rows = 1;       // how many output rows the step can be split into
   bool parallel = false;  // split over the pool
+  bool chunked = false;   // one contiguous chunk of rows per thread (fused chains)
+  int scratch = -1;       // a tensor alive only during this step (fused chains' row bands)
 };
 
-Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa isa)
+// Longest fused conv chain: one inverted-residual block (expand, depthwise, project) or the
+// stem with the first block. Longer chains make the early bands nearly whole tensors again
+// (each stride-2 level doubles the rows the next one needs).
+constexpr size_t kMaxChain = 3;
+
+Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa isa,
+           bool fuse_chains)
     : isa_(isa), pool_(std::max(1, threads)) {
   const auto& inputs = graph.at("inputs").as_array("inputs");
   require(inputs.size() == 1, "the plan runs graphs with exactly one input");
@@ -117,16 +175,78 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
   names_[inputs[0].at("name").as_string("input name")] = 0;
   input_dims_ = {in.h, in.w, in.c};
 
-  for (const json::Value& node : graph.at("nodes").as_array("nodes")) {
-    const std::string name = node.at("name").as_string("node name");
+  const auto& nodes = graph.at("nodes").as_array("nodes");
+  const auto& outputs = graph.at("outputs").as_array("outputs");
+  require(outputs.size() == 1, "the plan runs graphs with exactly one output");
+  // Readers of every tensor (graph outputs count as one), to find fusable conv chains.
+  std::map<std::string, int> readers;
+  for (const json::Value& node : nodes)
+    for (const json::Value& t : node.at("inputs").as_array("inputs")) ++readers[t.as_string()];
+  ++readers[outputs[0].as_string("output")];
+  auto conv_feeds_next = [&](size_t i) {  // node i is a conv whose only reader is conv i + 1
+    if (i + 1 >= nodes.size() || nodes[i].at("op").as_string() != "conv2d" ||
+        nodes[i + 1].at("op").as_string() != "conv2d")
+      return false;
+    const std::string& out = nodes[i].at("output").as_string();
+    const auto& next_in = nodes[i + 1].at("inputs").as_array();
+    return readers[out] == 1 && next_in[0].as_string() == out;
+  };
+
+  // Output dims of conv node j reading `in` (from the weight shape and attrs; nothing packed).
+  auto conv_out = [&](size_t j, Tensor in) {
+    const json::Value& attrs = nodes[j].at("attrs");
+    const ParamView& w = param(params, nodes[j], "weight");
+    require(w.shape.size() == 4, "conv weight must be 4-D");
+    const auto st = int_pair(attrs.at("stride"), "stride");
+    const WindowGeometry g = window_geometry(in.h, in.w, w.shape[2], w.shape[3], st.first,
+                                             st.second, padding_attr(attrs.at("padding")));
+    Tensor out;
+    out.h = g.out_h, out.w = g.out_w, out.c = w.shape[0];
+    return out;
+  };
+  // Fusing nodes [i, end) pays off when it removes an intermediate tensor larger than the
+  // chain's input and output (which stay materialised): the expanded tensor of an
+  // inverted-residual block, the stem output before a stride-2 block.
+  // The bands (one set per thread) must also take less memory than that intermediate.
+  auto worth_fusing = [&](size_t i, size_t end) {
+    Tensor t = tensors_[tensor_id(nodes[i].at("inputs").as_array()[0].as_string(), "chain")];
+    const int64_t in_floats = t.floats();
+    int64_t widest = 0;
+    std::vector<ChainDims> dims;
+    for (size_t j = i; j < end; ++j) {
+      t = conv_out(j, t);
+      const auto& w = param(params, nodes[j], "weight").shape;
+      dims.push_back({t.h, static_cast<int64_t>(t.w) * t.c, static_cast<int32_t>(w[2]),
+                      int_pair(nodes[j].at("attrs").at("stride"), "stride").first});
+      if (j + 1 < end) widest = std::max(widest, t.floats());
+    }
+    const int64_t bands = chain_bands(dims, chain_tile(dims)) * pool_.size();
+    return widest > std::max(in_floats, t.floats()) && bands < widest;
+  };
+
+  for (size_t i = 0; i < nodes.size();) {
+    size_t end = i + 1;
+    if (fuse_chains) {
+      size_t longest = i + 1;
+      while (longest - i < kMaxChain && conv_feeds_next(longest - 1)) ++longest;
+      for (end = longest; end - i >= 2 && !worth_fusing(i, end); --end) {
+      }
+      end = std::max(end, i + 1);
+    }
+    const std::string name = nodes[i].at("name").as_string("node name");
     try {
-      add_node(node, params);
+      if (end - i >= 2) {
+        std::vector<const json::Value*> chain;
+        for (size_t j = i; j < end; ++j) chain.push_back(&nodes[j]);
+        add_chain(chain, params);
+      } else {
+        add_node(nodes[i], params);
+      }
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument("node '" + name + "': " + e.what());
     }
+    i = end;
   }
-  const auto& outputs = graph.at("outputs").as_array("outputs");
-  require(outputs.size() == 1, "the plan runs graphs with exactly one output");
   output_ = tensor_id(outputs[0].as_string("output"), "outputs");
   const Tensor& o = tensors_[output_];
   output_dims_ = {o.h, o.w, o.c};
@@ -165,18 +285,8 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
   y.alias_of = -1;
 
   if (op == "conv2d") {
-    const ParamView& w = param(params, node, "weight");
-    const ParamView& b = param(params, node, "bias", true);
-    require(w.shape.size() == 4, "conv weight must be 4-D");
-    const auto stride = int_pair(attrs.at("stride"), "stride");
-    const int32_t groups = attrs.at("groups").as_int("groups");
-    const int32_t cout = w.shape[0], cin = w.shape[1] * groups;
-    require(cin == x.c, "input has " + std::to_string(x.c) + " channels, weight expects " +
-                            std::to_string(cin));
-    require(!b.data || b.size() == cout, "bias size does not match the weight");
-    auto conv = std::make_shared<Conv2d>(w.data, b.data, cout, cin, w.shape[2], w.shape[3],
-                                         stride.first, stride.second, padding_attr(attrs.at("padding")),
-                                         groups, activation_attr(attrs), isa_);
+    auto conv = make_conv(node, params, x.c, isa_);
+    const int32_t cout = conv->cout();
     const WindowGeometry g = conv->geometry(x.h, x.w);
     y.h = g.out_h, y.w = g.out_w, y.c = cout;
     const bool residual = step->in.size() > 1;
@@ -188,7 +298,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     const Tensor xs = x, ys = y;
     step->rows = y.h;
     step->parallel = true;
-    step->run = [conv, xi, ri, yi, xs, ys](Plan& p, int32_t r0, int32_t r1) {
+    step->run = [conv, xi, ri, yi, xs, ys](Plan& p, int32_t r0, int32_t r1, int) {
       conv->run({p.at(xi), xs.h, xs.w, xs.c}, p.at(yi), ys.c, ri >= 0 ? p.at(ri) : nullptr, ys.c,
                 r0, r1);
     };
@@ -203,7 +313,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
                                        activation_attr(attrs), isa_);
     y.h = 1, y.w = 1, y.c = w.shape[0];
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
-    step->run = [fc, xi, yi](Plan& p, int32_t, int32_t) {
+    step->run = [fc, xi, yi](Plan& p, int32_t, int32_t, int) {
       fc->run(p.at(xi), fc->in_features(), p.at(yi), fc->out_features(), 1);
     };
   } else if (op == "squeeze_excite") {
@@ -219,7 +329,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
                                               named_activation(attrs, "gate"), isa_);
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     const Tensor xs = x;
-    step->run = [se, xi, yi, xs](Plan& p, int32_t, int32_t) {
+    step->run = [se, xi, yi, xs](Plan& p, int32_t, int32_t, int) {
       se->run(p.at(xi), static_cast<int64_t>(xs.h) * xs.w, xs.c, p.at(yi), xs.c);
     };
   } else if (op == "activation" || op == "add" || op == "mul") {
@@ -239,7 +349,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     const std::string kind = op;
     step->rows = x.h;
     step->parallel = true;
-    step->run = [table, act, ai, bi, yi, xs, kind](Plan& p, int32_t r0, int32_t r1) {
+    step->run = [table, act, ai, bi, yi, xs, kind](Plan& p, int32_t r0, int32_t r1, int) {
       const int64_t row = static_cast<int64_t>(xs.w) * xs.c, begin = r0 * row, n = (r1 - r0) * row;
       if (kind == "activation") table->activation(p.at(ai) + begin, p.at(yi) + begin, n, act);
       else if (kind == "add") table->add(p.at(ai) + begin, p.at(bi) + begin, p.at(yi) + begin, n, act);
@@ -263,7 +373,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     const Tensor xs = x;
     step->rows = x.h;
     step->parallel = true;
-    step->run = [affine, xi, yi, xs](Plan& p, int32_t r0, int32_t r1) {
+    step->run = [affine, xi, yi, xs](Plan& p, int32_t r0, int32_t r1, int) {
       const float* scale = affine->data();
       const float* shift = scale + xs.c;
       const float* src = p.at(xi);
@@ -277,7 +387,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     y.h = 1, y.w = 1;
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     const Tensor xs = x;
-    step->run = [table, xi, yi, xs](Plan& p, int32_t, int32_t) {
+    step->run = [table, xi, yi, xs](Plan& p, int32_t, int32_t, int) {
       table->global_avg_pool(p.at(xi), static_cast<int64_t>(xs.h) * xs.w, xs.c, xs.c, p.at(yi));
     };
   } else if (op == "avg_pool2d" || op == "max_pool2d") {
@@ -296,7 +406,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     const Tensor xs = x;
     step->rows = y.h;
     step->parallel = true;
-    step->run = [pool, xi, yi, xs](Plan& p, int32_t r0, int32_t r1) {
+    step->run = [pool, xi, yi, xs](Plan& p, int32_t r0, int32_t r1, int) {
       pool->run({p.at(xi), xs.h, xs.w, xs.c}, xs.c, p.at(yi), xs.c, r0, r1);
     };
   } else if (op == "flatten" || op == "reshape" || op == "dropout") {
@@ -319,7 +429,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
       y.h = dims[0], y.w = dims[1], y.c = dims[2];
     }
     y.alias_of = step->in[0];
-    step->run = [](Plan&, int32_t, int32_t) {};
+    step->run = [](Plan&, int32_t, int32_t, int) {};
   } else if (op == "concat") {
     int32_t c = 0;
     for (int t : step->in) {
@@ -333,7 +443,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     std::vector<int32_t> widths;
     for (int t : ins) widths.push_back(tensors_[t].c);
     const int64_t pixels = static_cast<int64_t>(x.h) * x.w;
-    step->run = [ins, widths, yi, pixels, c](Plan& p, int32_t, int32_t) {
+    step->run = [ins, widths, yi, pixels, c](Plan& p, int32_t, int32_t, int) {
       float* out = p.at(yi);
       int32_t offset = 0;
       for (size_t i = 0; i < ins.size(); ++i) {
@@ -349,7 +459,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     y.c = stop - start;
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     const Tensor xs = x;
-    step->run = [xi, yi, xs, start, stop](Plan& p, int32_t, int32_t) {
+    step->run = [xi, yi, xs, start, stop](Plan& p, int32_t, int32_t, int) {
       const float* src = p.at(xi);
       float* out = p.at(yi);
       for (int64_t px = 0; px < static_cast<int64_t>(xs.h) * xs.w; ++px)
@@ -365,7 +475,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     y.h = x.h + t + b, y.w = x.w + l + r;
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     const Tensor xs = x, ys = y;
-    step->run = [xi, yi, xs, ys, t, l, value](Plan& p, int32_t, int32_t) {
+    step->run = [xi, yi, xs, ys, t, l, value](Plan& p, int32_t, int32_t, int) {
       float* out = p.at(yi);
       std::fill(out, out + ys.floats(), value);
       const float* src = p.at(xi);
@@ -376,7 +486,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
   } else if (op == "softmax") {
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     const Tensor xs = x;
-    step->run = [xi, yi, xs](Plan& p, int32_t, int32_t) {
+    step->run = [xi, yi, xs](Plan& p, int32_t, int32_t, int) {
       const float* src = p.at(xi);
       float* out = p.at(yi);
       for (int64_t px = 0; px < static_cast<int64_t>(xs.h) * xs.w; ++px) {
@@ -397,6 +507,117 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
   steps_.push_back(std::move(step));
 }
 
+// Rows of a conv's input that its output rows [a, b) read (clipped to the image).
+static std::pair<int32_t, int32_t> input_rows(int32_t a, int32_t b, int32_t k, int32_t s,
+                                              int32_t pad_top, int32_t in_h) {
+  return {std::max(0, a * s - pad_top), std::min(in_h, (b - 1) * s - pad_top + k)};
+}
+
+void Plan::add_chain(const std::vector<const json::Value*>& nodes, const ParamMap& params) {
+  struct Level {
+    std::shared_ptr<Conv2d> conv;
+    int32_t in_h, in_w, in_c, out_h, out_w, out_c, pad_top;
+    int64_t row_floats;   // floats of one output row
+    int64_t band_offset;  // of the output band (intermediate levels) in one thread's bands
+    int residual;         // tensor added to the output, or -1 (never a chain intermediate:
+                          // those have a single reader, the next conv)
+  };
+  auto step = std::make_unique<Step>();
+  step->name = nodes[0]->at("name").as_string();
+  for (const json::Value& t : nodes[0]->at("inputs").as_array()) step->in.push_back(tensor_id(t.as_string(), step->name));
+  step->in.resize(1);  // the chain's input; residual inputs are added below
+
+  std::vector<Level> levels;
+  Tensor cur = tensors_[step->in[0]];
+  for (const json::Value* node : nodes) {
+    Level l{};
+    l.conv = make_conv(*node, params, cur.c, isa_);
+    const WindowGeometry g = l.conv->geometry(cur.h, cur.w);
+    l.in_h = cur.h, l.in_w = cur.w, l.in_c = cur.c;
+    l.out_h = g.out_h, l.out_w = g.out_w, l.out_c = l.conv->cout(), l.pad_top = g.pad_top;
+    l.row_floats = static_cast<int64_t>(l.out_w) * l.out_c;
+    l.residual = -1;
+    const auto& inputs = node->at("inputs").as_array();
+    require(inputs.size() <= 2, "conv2d takes at most a residual");
+    if (inputs.size() == 2) {
+      l.residual = tensor_id(inputs[1].as_string(), step->name);
+      const Tensor& r = tensors_[l.residual];
+      require(r.h == l.out_h && r.w == l.out_w && r.c == l.out_c,
+              "residual shape differs from the output");
+      step->in.push_back(l.residual);
+    }
+    levels.push_back(l);
+    cur.h = l.out_h, cur.w = l.out_w, cur.c = l.out_c;
+  }
+  Tensor y;
+  y.h = cur.h, y.w = cur.w, y.c = cur.c;
+
+  std::vector<ChainDims> dims;
+  for (const Level& l : levels)
+    dims.push_back({l.out_h, l.row_floats, l.conv->kernel_h(), l.conv->stride_h()});
+  const int32_t tile = chain_tile(dims);
+  std::vector<int64_t> band_offsets;
+  const int64_t band_floats = chain_bands(dims, tile, &band_offsets);
+  for (size_t j = 0; j < levels.size(); ++j) levels[j].band_offset = band_offsets[j];
+
+  const int threads = pool_.size();
+  Tensor scratch;
+  scratch.h = 1, scratch.w = 1, scratch.c = static_cast<int32_t>(band_floats * threads);
+  const int scratch_id = static_cast<int>(tensors_.size());
+  tensors_.push_back(scratch);
+  const int xi = step->in[0], yi = scratch_id + 1;
+  step->scratch = scratch_id;
+  step->rows = y.h;
+  step->parallel = true;
+  step->chunked = true;
+  step->run = [levels, xi, yi, scratch_id, band_floats, tile](
+                  Plan& p, int32_t r0, int32_t r1, int thread) {
+    const size_t n = levels.size();
+    float* bands = p.at(scratch_id) + band_floats * thread;
+    std::vector<std::pair<int32_t, int32_t>> held(n, {0, 0}), need(n);
+    for (int32_t t0 = r0; t0 < r1; t0 += tile) {
+      const int32_t t1 = std::min(t0 + tile, r1);
+      need[n - 1] = {t0, t1};
+      for (size_t j = n - 1; j-- > 0;) {
+        const Level& next = levels[j + 1];
+        need[j] = input_rows(need[j + 1].first, need[j + 1].second, next.conv->kernel_h(),
+                             next.conv->stride_h(), next.pad_top, next.in_h);
+      }
+      // The input of level 0 is the chain's input tensor (whole); later levels read the
+      // previous band through a virtual origin: row r of the band's tensor sits at
+      // origin + r * row_floats, and only rows held in the band are ever touched.
+      const float* in = p.at(xi);
+      for (size_t j = 0; j < n; ++j) {
+        const Level& l = levels[j];
+        if (j + 1 == n) {
+          l.conv->run({in, l.in_h, l.in_w, l.in_c}, p.at(yi), l.out_c,
+                      l.residual >= 0 ? p.at(l.residual) : nullptr, l.out_c, t0, t1);
+          break;
+        }
+        float* band = bands + l.band_offset;
+        auto [n0, n1] = need[j];
+        auto [b0, b1] = held[j];
+        int32_t first_new = n0;
+        if (b0 <= n0 && n0 < b1) {  // slide: keep the rows the next tile still reads
+          std::memmove(band, band + (n0 - b0) * l.row_floats,
+                       sizeof(float) * (b1 - n0) * l.row_floats);
+          first_new = b1;
+        }
+        float* origin = band - static_cast<int64_t>(n0) * l.row_floats;
+        if (first_new < n1)
+          l.conv->run({in, l.in_h, l.in_w, l.in_c}, origin, l.out_c,
+                      l.residual >= 0 ? p.at(l.residual) : nullptr, l.out_c, first_new, n1);
+        held[j] = {n0, n1};
+        in = origin;
+      }
+    }
+  };
+  step->out = static_cast<int>(tensors_.size());
+  tensors_.push_back(y);
+  names_[nodes.back()->at("output").as_string("output")] = step->out;
+  steps_.push_back(std::move(step));
+}
+
 // Greedy by size (TFLite's arena planner): the largest tensors are placed first, each at the
 // lowest 64-byte aligned offset where it overlaps no placed tensor that is alive at the same
 // time. Views (flatten/reshape) share their root's buffer and extend its lifetime.
@@ -410,6 +631,7 @@ void Plan::plan_memory() {
     out.first = std::min(out.first, i);
     out.last = std::max(out.last, i);
     for (int t : steps_[s]->in) tensors_[root(t)].last = std::max(tensors_[root(t)].last, i);
+    if (steps_[s]->scratch >= 0) tensors_[steps_[s]->scratch].first = tensors_[steps_[s]->scratch].last = i;
   }
   tensors_[root(output_)].last = static_cast<int>(steps_.size());
   std::vector<int> order;
@@ -448,13 +670,14 @@ void Plan::run(const float* x, int64_t batch, float* y) {
     current_input_ = x + i * in_floats;
     for (auto& step : steps_) {
       if (!step->parallel || pool_.size() == 1 || step->rows == 1) {
-        step->run(*this, 0, step->rows);
+        step->run(*this, 0, step->rows, 0);
         continue;
       }
-      const int64_t tasks = row_tasks(step->rows, pool_.size());
-      pool_.parallel_for(tasks, [&](int64_t task, int) {
+      const int64_t tasks = step->chunked ? std::min<int64_t>(step->rows, pool_.size())
+                                          : row_tasks(step->rows, pool_.size());
+      pool_.parallel_for(tasks, [&](int64_t task, int thread) {
         const auto [r0, r1] = task_rows(task, tasks, step->rows);
-        step->run(*this, r0, r1);
+        step->run(*this, r0, r1, thread);
       });
     }
     std::memcpy(y + i * out_floats, at(output_), sizeof(float) * out_floats);

@@ -2,6 +2,11 @@
 // tensor given an offset in one arena by a liveness-based planner, and a run() that executes
 // all steps in C++ (splitting each step's output rows over a thread pool).
 //
+// A chain of convs whose intermediate outputs each have one reader (expand 1x1 -> depthwise
+// -> project 1x1, or the stem -> the first block) runs as one fused step, band by band of
+// output rows: each intermediate lives only as a sliding window of the rows the next conv
+// needs, so the widest tensors of an inverted-residual network never exist whole.
+//
 // The plan is built from the graph JSON that tinymnet.graph.graph_to_dict writes (the same
 // JSON a .tmn header holds), after the Python passes have folded BatchNorm and fused
 // activations/residuals, so a C++-only program can build it from a .tmn file too.
@@ -33,7 +38,9 @@ using ParamMap = std::map<std::string, ParamView>;
 class Plan {
  public:
   // Throws std::invalid_argument (naming the node) for anything it cannot run.
-  Plan(const json::Value& graph, const ParamMap& params, int threads, Isa isa);
+  // fuse_chains = false materialises every tensor (to compare memory and results).
+  Plan(const json::Value& graph, const ParamMap& params, int threads, Isa isa,
+       bool fuse_chains = true);
   ~Plan();
 
   // One image's input (h, w, c) and output (h, w, c) dims; 2-D outputs are (1, 1, c).
@@ -59,6 +66,7 @@ class Plan {
   int tensor_id(const std::string& name, const std::string& node) const;
   int root(int t) const;
   void add_node(const json::Value& node, const ParamMap& params);
+  void add_chain(const std::vector<const json::Value*>& nodes, const ParamMap& params);
   void plan_memory();
   float* at(int t);
 
