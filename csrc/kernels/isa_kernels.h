@@ -27,8 +27,8 @@ TMN_DECLARE_ISA_KERNELS(neon)
 
 // Panel width (GEMM) and channel block (depthwise) of each ISA's packed weights.
 constexpr int32_t kScalarGemmNR = 8, kScalarDwconvCB = 8;
-constexpr int32_t kAvx2GemmNR = 16, kAvx2DwconvCB = 16;
-constexpr int32_t kAvx512GemmNR = 32, kAvx512DwconvCB = 32;
-constexpr int32_t kNeonGemmNR = 16, kNeonDwconvCB = 16;
+constexpr int32_t kAvx2GemmNR = 16, kAvx2DwconvCB = 8;
+constexpr int32_t kAvx512GemmNR = 32, kAvx512DwconvCB = 16;
+constexpr int32_t kNeonGemmNR = 16, kNeonDwconvCB = 4;
 
 }  // namespace tmn

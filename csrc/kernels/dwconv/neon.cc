@@ -1,8 +1,9 @@
-// neon depthwise convolution: 4 vectors of channels per step (see dwconv_simd.h).
+// neon depthwise convolution: one vector of channels, tiles of up to 16 output pixels (32 q
+// registers; see dwconv_simd.h).
 #include "kernels/dwconv/dwconv_simd.h"
 #include "kernels/isa_kernels.h"
 
 namespace tmn {
-static_assert(4 * Vec::kLanes == kNeonDwconvCB, "channel block must match packing");
-void dwconv_neon(const DwconvArgs& args) { dwconv_simd<4>(args); }
+static_assert(kNeonDwconvCB == Vec::kLanes, "dwconv_simd packs one vector per channel block");
+void dwconv_neon(const DwconvArgs& args) { dwconv_simd<16>(args); }
 }  // namespace tmn
