@@ -135,21 +135,33 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
   }
 
   // Direct convolution: im2col one output row at a time (zeros for padding), then GEMM.
+  // Taps are copied with a plain loop: for the stem (3 channels) a memcpy call per tap would
+  // cost more than the copy.
   const int32_t k = a.k;
   thread_local std::vector<float> patches;
   patches.resize(static_cast<size_t>(g.out_w) * k);
   for (int32_t oy = oy_begin; oy < oy_end; ++oy) {
     for (int32_t ox = 0; ox < g.out_w; ++ox) {
       float* dst = patches.data() + static_cast<size_t>(ox) * k;
+      const int32_t ix0 = ox * sw_ - g.pad_left;
+      const bool cols_in = ix0 >= 0 && ix0 + kw_ <= in.w && in.ld == cin_;
       for (int32_t ky = 0; ky < kh_; ++ky) {
         const int32_t iy = oy * sh_ - g.pad_top + ky;
+        const bool row_in = iy >= 0 && iy < in.h;
+        if (row_in && cols_in) {  // the kernel row is kw * cin contiguous floats
+          const float* src = in.data + (static_cast<int64_t>(iy) * in.w + ix0) * cin_;
+          for (int32_t i = 0; i < kw_ * cin_; ++i) dst[i] = src[i];
+          dst += kw_ * cin_;
+          continue;
+        }
         for (int32_t kx = 0; kx < kw_; ++kx, dst += cin_) {
           const int32_t ix = ox * sw_ - g.pad_left + kx;
-          if (iy < 0 || iy >= in.h || ix < 0 || ix >= in.w)
-            std::memset(dst, 0, sizeof(float) * cin_);
-          else
-            std::memcpy(dst, in.data + (static_cast<int64_t>(iy) * in.w + ix) * in.ld,
-                        sizeof(float) * cin_);
+          if (!row_in || ix < 0 || ix >= in.w) {
+            for (int32_t c = 0; c < cin_; ++c) dst[c] = 0.0f;
+          } else {
+            const float* src = in.data + (static_cast<int64_t>(iy) * in.w + ix) * in.ld;
+            for (int32_t c = 0; c < cin_; ++c) dst[c] = src[c];
+          }
         }
       }
     }
