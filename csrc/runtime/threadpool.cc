@@ -30,7 +30,6 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
-    generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   for (auto& w : workers_) w.join();
@@ -51,17 +50,27 @@ int ThreadPool::default_threads() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
-void ThreadPool::run_tasks(int thread) {
+void ThreadPool::run_tasks(uint32_t gen, int thread) {
+  uint64_t ticket = ticket_.load(std::memory_order_acquire);
   for (;;) {
-    const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (task >= tasks_) return;
+    if (static_cast<uint32_t>(ticket >> 32) != gen) return;  // a later step: not ours
+    const int64_t task = static_cast<uint32_t>(ticket);
+    if (task >= tasks_.load(std::memory_order_relaxed)) return;
+    if (!ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+      continue;  // `ticket` now holds the current value: check it again
     try {
       (*fn_)(task, thread);
     } catch (...) {
       std::lock_guard<std::mutex> lock(error_mutex_);
       if (!error_) error_ = std::current_exception();
-      next_task_.store(tasks_, std::memory_order_relaxed);  // skip the rest
     }
+    if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 ==
+        tasks_.load(std::memory_order_relaxed)) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_.notify_one();
+    }
+    ticket = ticket_.load(std::memory_order_acquire);
   }
 }
 
@@ -71,55 +80,49 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t, i
     for (int64_t t = 0; t < tasks; ++t) fn(t, 0);
     return;
   }
+  // Publish the step: fn, counts, then the new generation with task 0 (release).
   fn_ = &fn;
-  tasks_ = tasks;
   error_ = nullptr;
-  next_task_.store(0, std::memory_order_relaxed);
-  busy_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  finished_.store(0, std::memory_order_relaxed);
+  tasks_.store(tasks, std::memory_order_relaxed);
+  const uint32_t gen = static_cast<uint32_t>(ticket_.load(std::memory_order_relaxed) >> 32) + 1;
   {
     std::lock_guard<std::mutex> lock(mutex_);  // pairs with the sleepers' predicate check
-    generation_.fetch_add(1, std::memory_order_release);
+    ticket_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
   }
   wake_.notify_all();
-  run_tasks(0);
-  // Wait for the workers to leave run_tasks (they may still hold fn_).
+  run_tasks(gen, 0);
+  // Every task is claimed; wait for the ones still running elsewhere.
   const auto spin_until = std::chrono::steady_clock::now() + kSpin;
-  while (busy_workers_.load(std::memory_order_acquire) != 0) {
+  while (finished_.load(std::memory_order_acquire) != tasks) {
     if (std::chrono::steady_clock::now() > spin_until) {
       std::unique_lock<std::mutex> lock(mutex_);
-      done_.wait(lock, [&] { return busy_workers_.load(std::memory_order_acquire) == 0; });
+      done_.wait(lock, [&] { return finished_.load(std::memory_order_acquire) == tasks; });
       break;
     }
     TMN_PAUSE();
   }
-  fn_ = nullptr;
   if (error_) std::rethrow_exception(error_);
 }
 
 void ThreadPool::worker_main(int thread) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    uint64_t gen = generation_.load(std::memory_order_acquire);
+    auto generation = [&] { return static_cast<uint32_t>(ticket_.load(std::memory_order_acquire) >> 32); };
+    uint32_t gen = generation();
     const auto spin_until = std::chrono::steady_clock::now() + kSpin;
     while (gen == seen && std::chrono::steady_clock::now() < spin_until) {
       TMN_PAUSE();
-      gen = generation_.load(std::memory_order_acquire);
+      gen = generation();
     }
     if (gen == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-      gen = generation_.load(std::memory_order_acquire);
+      wake_.wait(lock, [&] { return stop_ || generation() != seen; });
+      if (stop_) return;
+      gen = generation();
     }
     seen = gen;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (stop_) return;
-    }
-    run_tasks(thread);
-    if (busy_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_.notify_one();
-    }
+    run_tasks(gen, thread);
   }
 }
 

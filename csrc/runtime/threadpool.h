@@ -1,11 +1,16 @@
 // A persistent thread pool for the compiled plan: the calling thread works too, workers spin
 // briefly between steps (a model runs ~60 short steps back to back) and then sleep, so an
 // idle model costs no CPU. One parallel_for at a time per pool (callers serialise).
+//
+// Tasks are claimed from one atomic ticket that carries the generation: the caller waits only
+// for tasks that were claimed, and claims the rest itself, so a worker the OS has descheduled
+// (a busy machine) never stalls a step; when it wakes up late it finds nothing to claim.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -24,8 +29,8 @@ class ThreadPool {
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Calls fn(task, thread) for every task in [0, tasks), spread over the threads (thread is
-  // in [0, size()), 0 = the caller); returns when all are done. An exception thrown by fn is
-  // rethrown here (the first one) after every task has finished or been skipped.
+  // in [0, size()), 0 = the caller); returns when all are done. The first exception thrown
+  // by fn is rethrown here once every task has run.
   void parallel_for(int64_t tasks, const std::function<void(int64_t, int)>& fn);
 
   // Physical cores of this machine (logical CPUs / SMT siblings), at least 1.
@@ -33,15 +38,16 @@ class ThreadPool {
 
  private:
   void worker_main(int thread);
-  void run_tasks(int thread);
+  // Claims and runs tasks of generation `gen` until none is left.
+  void run_tasks(uint32_t gen, int thread);
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int64_t> next_task_{0};
-  std::atomic<int> busy_workers_{0};
-  int64_t tasks_ = 0;
+  // (generation << 32) | next unclaimed task of that generation
+  std::atomic<uint64_t> ticket_{0};
+  std::atomic<int64_t> tasks_{0};
+  std::atomic<int64_t> finished_{0};  // tasks of the current generation that have run
   const std::function<void(int64_t, int)>* fn_ = nullptr;
   std::exception_ptr error_;
   std::mutex error_mutex_;
