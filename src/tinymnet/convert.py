@@ -17,6 +17,10 @@ safetensors)                   feature blocks
 timm state dict                ``conv_stem``, ``blocks.i.j.*``,     mobilenet_v2 (timm
                                ``bn2`` (V2) or ``conv_head.bias``   ``mobilenetv2_*``),
                                (V3), 17 / 16 / 12 blocks            mobilenet_v3_large / _small
+                               ``blocks.i.j.ghost1.*``              ghostnet (timm
+                                                                    ``ghostnet_050/100/130``)
+MobileNeXt, the official       ``features.N.conv.M`` with M >= 5    mobilenext (torchvision
+code's state dict              (flat sandglass Sequential)          layout and recipe)
 efficientnet_pytorch state     ``_conv_stem``, ``_blocks.N.*``,     efficientnet_lite0
 dict                           16 blocks without squeeze-excite
 Keras HDF5 (``model.save``)    ``conv1``, ``conv_dw_N``,            mobilenet_v1
@@ -42,7 +46,8 @@ eps (1e-5, from :data:`tinymnet.models.BN_EPS`) and, for V3, the head: timm appl
 passed to the builder as ``head_channels``). timm V3 at widths other than 1.0 is not
 supported: timm scales the expanded channels from the scaled block input (torchvision scales
 the table's expanded channels) and keeps a 16-channel stem below 0.75. timm V2 matches
-torchvision at every width.
+torchvision at every width. timm's GhostNet needs no mapping: the ghostnet builder uses its
+names (BN eps 1e-5, ``BN_EPS["timm_ghostnet"]``).
 
 What the model records
 ======================
@@ -90,10 +95,12 @@ STANDARD_WIDTHS: Dict[str, Tuple[float, ...]] = {
     "mobilenet_v2": (1.0, 0.75, 0.5, 0.35, 1.3, 1.4),
     "mobilenet_v3_large": (1.0, 0.75, 0.5, 0.35, 1.25),
     "mobilenet_v3_small": (1.0, 0.75, 0.5, 0.35, 1.25),
+    "ghostnet": (1.0, 0.5, 1.3),
+    "mobilenext": (1.0, 0.75, 0.5, 0.35, 1.4),
 }
 
 # timm model names accepted by arch= (name -> builder arch); the _NNN suffix is the width.
-_TIMM_ALIAS = re.compile(r"^mobilenetv(2|3_large|3_small)_(\d{3})$")
+_TIMM_ALIAS = re.compile(r"^(?:mobilenetv(2|3_large|3_small)|(ghostnet))_(\d{3})$")
 
 # The classifier weight of each builder (its rows are the classes).
 _CLASSIFIER = {
@@ -102,12 +109,14 @@ _CLASSIFIER = {
     "mobilenet_v3_large": "classifier.3.weight",
     "mobilenet_v3_small": "classifier.3.weight",
     "efficientnet_lite0": "_fc.weight",
+    "ghostnet": "classifier.weight",
+    "mobilenext": "classifier.1.weight",
 }
 
 # Where each weight layout's networks come from and which recipe they were trained with.
 _LAYOUT_ARCHS = {
-    "torchvision": ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"),
-    "timm": ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"),
+    "torchvision": ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mobilenext"),
+    "timm": ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "ghostnet"),
     "efficientnet_pytorch": ("efficientnet_lite0",),
     "keras": ("mobilenet_v1",),
 }
@@ -331,6 +340,8 @@ def _detect_arch(layout: str, weights: Mapping[str, np.ndarray]) -> List[str]:
     if layout == "torchvision":
         feats = _block_indices(keys, r"^features\.(\d+)\.")
         n = feats[-1][0] + 1 if feats else 0
+        if any(re.match(r"^features\.\d+\.conv\.[5-9]\.", k) for k in keys):
+            return ["mobilenext"]  # the official code's flat sandglass Sequential
         if any(re.match(r"^features\.\d+\.conv\.", k) for k in keys):
             return ["mobilenet_v2"]
         if any(re.match(r"^features\.\d+\.block\.", k) for k in keys):
@@ -338,6 +349,8 @@ def _detect_arch(layout: str, weights: Mapping[str, np.ndarray]) -> List[str]:
                 n, ["mobilenet_v3_large", "mobilenet_v3_small"])
         return list(_LAYOUT_ARCHS[layout])
     if layout == "timm":
+        if any(re.match(r"^blocks\.\d+\.\d+\.ghost1\.", k) for k in keys):
+            return ["ghostnet"]
         n = len(_block_indices(keys, r"^blocks\.(\d+)\.(\d+)\."))
         if "bn2.weight" in weights and "conv_head.bias" not in weights:
             return ["mobilenet_v2"]
@@ -520,15 +533,15 @@ def _parse_arch(arch: Optional[str], width: Optional[float]):
     a = arch.strip().lower().replace("-", "_")
     m = _TIMM_ALIAS.match(a)
     if m:
-        base = {"2": "mobilenet_v2", "3_large": "mobilenet_v3_large",
-                "3_small": "mobilenet_v3_small"}[m.group(1)]
-        w = int(m.group(2)) / 100.0
+        base = m.group(2) or {"2": "mobilenet_v2", "3_large": "mobilenet_v3_large",
+                              "3_small": "mobilenet_v3_small"}[m.group(1)]
+        w = int(m.group(3)) / 100.0
         if width is not None and abs(width - w) > 1e-9:
             raise TinymnetError(f"arch {arch} means width {w}, but width {width} was given")
         return base, w
     if a not in ARCHS:
         raise TinymnetError(f"unknown arch {arch!r}; known: {', '.join(sorted(ARCHS))} (timm "
-                            "names such as mobilenetv2_100 are accepted too)")
+                            "names such as mobilenetv2_100 or ghostnet_100 are accepted too)")
     return a, width
 
 
@@ -536,10 +549,12 @@ def _eps_for(layout: str, arch: str, keras_eps: Optional[float]) -> float:
     from .models import BN_EPS
 
     if layout == "torchvision":
+        if arch == "mobilenext":
+            return BN_EPS["mobilenext"]
         return BN_EPS["torchvision_mobilenet_v2" if arch == "mobilenet_v2"
                       else "torchvision_mobilenet_v3"]
     if layout == "timm":
-        return BN_EPS["timm_mobilenet"]
+        return BN_EPS["timm_ghostnet" if arch == "ghostnet" else "timm_mobilenet"]
     if layout == "efficientnet_pytorch":
         return BN_EPS["efficientnet_lite0"]
     return BN_EPS["keras"] if keras_eps is None else keras_eps
@@ -605,7 +620,7 @@ def _convert_weights(paths: List[str], kinds: List[str], arch, width, num_classe
                           f"{', '.join(candidates)}; pass arch= (--arch)", where)
 
     keras_facts = _keras_facts(paths[kinds.index("h5")]) if layout == "keras" else {}
-    if layout == "timm":
+    if layout == "timm" and arch != "ghostnet":
         params = _map_timm(weights, arch)
     elif layout == "keras":
         params = _map_keras(weights)
@@ -629,7 +644,7 @@ def _convert_weights(paths: List[str], kinds: List[str], arch, width, num_classe
     num_classes = found_classes
 
     extra: dict = {}
-    timm_v3 = layout == "timm" and arch != "mobilenet_v2"
+    timm_v3 = layout == "timm" and arch in ("mobilenet_v3_large", "mobilenet_v3_small")
     if timm_v3 and "classifier.0.weight" in params:
         extra["head_channels"] = int(np.shape(params["classifier.0.weight"])[0])
 
@@ -648,8 +663,9 @@ def _convert_weights(paths: List[str], kinds: List[str], arch, width, num_classe
             built.append((w, g))
     if not built and width is None and arch in STANDARD_WIDTHS and not timm_v3:
         # A non-standard width: estimate it from the stem (channels = width * base).
-        base = 32 if arch in ("mobilenet_v1", "mobilenet_v2") else 16
-        stem_key = "conv1.weight" if arch == "mobilenet_v1" else "features.0.0.weight"
+        base = 32 if arch in ("mobilenet_v1", "mobilenet_v2", "mobilenext") else 16
+        stem_key = {"mobilenet_v1": "conv1.weight", "ghostnet": "conv_stem.weight"}.get(
+            arch, "features.0.0.weight")
         if stem_key in params:
             w = round(np.shape(params[stem_key])[0] / base * 20) / 20  # to 0.05
             if w > 0 and w not in widths:

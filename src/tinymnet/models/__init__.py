@@ -10,6 +10,10 @@ mobilenet_v2           torchvision                            1e-5 / 1000
 mobilenet_v3_large     torchvision                            1e-3 / 1000
 mobilenet_v3_small     torchvision                            1e-3 / 1000
 efficientnet_lite0     efficientnet_pytorch                   1e-3 / 1000
+ghostnet               timm ``ghostnet_100`` (conv_stem,      1e-5 / 1000
+                       blocks.i.j.ghost1..., conv_head)
+mobilenext             the official code (features.N.conv.M,  1e-5 / 1000
+                       classifier.1)
 =====================  =====================================  ===========================
 
 Every builder takes ``params=`` (name -> array; ValueError lists missing, unexpected and
@@ -24,9 +28,11 @@ from typing import Callable, Dict
 from tinymnet.graph import Graph
 from tinymnet.models._common import BN_EPS, make_divisible
 from tinymnet.models.efficientnet_lite import efficientnet_lite0
+from tinymnet.models.ghostnet import ghostnet
 from tinymnet.models.mobilenet_v1 import mobilenet_v1
 from tinymnet.models.mobilenet_v2 import mobilenet_v2
 from tinymnet.models.mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
+from tinymnet.models.mobilenext import mobilenext
 
 ARCHS: Dict[str, Callable[..., Graph]] = {
     "mobilenet_v1": mobilenet_v1,
@@ -34,6 +40,8 @@ ARCHS: Dict[str, Callable[..., Graph]] = {
     "mobilenet_v3_large": mobilenet_v3_large,
     "mobilenet_v3_small": mobilenet_v3_small,
     "efficientnet_lite0": efficientnet_lite0,
+    "ghostnet": ghostnet,
+    "mobilenext": mobilenext,
 }
 
 

@@ -16,6 +16,8 @@ BN_EPS = {
     "timm_mobilenet": 1e-5,  # timm's MobileNetV2/V3 keep torch's default
     "keras": 1e-3,  # keras.layers.BatchNormalization default (Keras Applications MobileNet)
     "efficientnet_lite0": 1e-3,  # efficientnet_pytorch batch_norm_epsilon (the .pth fixture)
+    "timm_ghostnet": 1e-5,  # timm's GhostNet (nn.BatchNorm2d default)
+    "mobilenext": 1e-5,  # the official MobileNeXt code (nn.BatchNorm2d default)
 }
 
 
