@@ -81,15 +81,30 @@ struct Vec {
   static Vec set1(float x) { return {vdupq_n_f32(x)}; }
   static Vec load(const float* p) { return {vld1q_f32(p)}; }
   static void store(float* p, Vec a) { vst1q_f32(p, a.v); }
+  // n in [0, kLanes]: lanes >= n read as 0 / are not written. Lane-wise loads and stores, no
+  // stack round trip (a temporary array compiles to memcpy calls, which made GCC spill the
+  // GEMM's accumulators around every masked tail).
   static Vec load_partial(const float* p, int n) {
-    float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int i = 0; i < n; ++i) tmp[i] = p[i];
-    return {vld1q_f32(tmp)};
+    const float32x2_t z = vdup_n_f32(0.0f);
+    switch (n) {
+      case 1: return {vcombine_f32(vld1_lane_f32(p, z, 0), z)};
+      case 2: return {vcombine_f32(vld1_f32(p), z)};
+      case 3: return {vcombine_f32(vld1_f32(p), vld1_lane_f32(p + 2, z, 0))};
+      case 4: return {vld1q_f32(p)};
+      default: return {vdupq_n_f32(0.0f)};
+    }
   }
   static void store_partial(float* p, Vec a, int n) {
-    float tmp[4];
-    vst1q_f32(tmp, a.v);
-    for (int i = 0; i < n; ++i) p[i] = tmp[i];
+    switch (n) {
+      case 1: vst1q_lane_f32(p, a.v, 0); break;
+      case 2: vst1_f32(p, vget_low_f32(a.v)); break;
+      case 3:
+        vst1_f32(p, vget_low_f32(a.v));
+        vst1q_lane_f32(p + 2, a.v, 2);
+        break;
+      case 4: vst1q_f32(p, a.v); break;
+      default: break;
+    }
   }
   static Vec fmadd(Vec a, Vec b, Vec c) { return {vfmaq_f32(c.v, a.v, b.v)}; }
   static Vec add(Vec a, Vec b) { return {vaddq_f32(a.v, b.v)}; }
