@@ -106,3 +106,36 @@ def test_mobilenet_v2_224_runs_in_at_most_2_mib_of_activations():
     assert compile_graph(g, threads=2).arena_bytes <= 2 * 2**20  # a band set per thread
     x = np.random.default_rng(2).standard_normal((1, 224, 224, 3)).astype(np.float32)
     _close(fused(x), plain(x), 1e-5)
+
+
+def test_many_short_parallel_steps_under_contention_neither_hang_nor_drift():
+    """Regression: a worker still in the previous step once claimed a task against the next
+    step's count, ran a bogus task and left the caller waiting forever."""
+    g = build("mobilenet_v3_small", width=0.5, resolution=32, num_classes=5)
+    x = np.random.default_rng(4).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    models = [compile_graph(g, threads=t) for t in (2, 3)]
+    firsts = [m(x) for m in models]
+    stop, errors = threading.Event(), []
+
+    def noise():  # keep the cores busy so workers get descheduled in the middle of steps
+        while not stop.is_set():
+            sum(range(10000))
+
+    def run():
+        try:
+            for _ in range(1500):
+                for m, first in zip(models, firsts):
+                    if not np.array_equal(m(x), first):
+                        errors.append("results changed between identical calls")
+                        return
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    noisy = [threading.Thread(target=noise, daemon=True) for _ in range(2)]
+    worker = threading.Thread(target=run, daemon=True)
+    for t in noisy + [worker]:
+        t.start()
+    worker.join(timeout=120)
+    stop.set()
+    assert not worker.is_alive(), "the thread pool hung"
+    assert not errors, errors

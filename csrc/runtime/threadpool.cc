@@ -55,7 +55,7 @@ void ThreadPool::run_tasks(uint32_t gen, int thread) {
   for (;;) {
     if (static_cast<uint32_t>(ticket >> 32) != gen) return;  // a later step: not ours
     const int64_t task = static_cast<uint32_t>(ticket);
-    if (task >= tasks_.load(std::memory_order_relaxed)) return;
+    if (task >= tasks_.load(std::memory_order_acquire)) return;
     if (!ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel,
                                        std::memory_order_acquire))
       continue;  // `ticket` now holds the current value: check it again
@@ -80,12 +80,17 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t, i
     for (int64_t t = 0; t < tasks; ++t) fn(t, 0);
     return;
   }
-  // Publish the step: fn, counts, then the new generation with task 0 (release).
+  // Publish the step in two generations. First `closed` (no task can be claimed), so a worker
+  // still holding a ticket of the previous step can no longer claim against the new count;
+  // the release store of tasks_ orders that before any worker that reads the new count. Then
+  // `open` with task 0.
+  const uint32_t closed = static_cast<uint32_t>(ticket_.load(std::memory_order_relaxed) >> 32) + 1;
+  const uint32_t gen = closed + 1;
+  ticket_.store((static_cast<uint64_t>(closed) << 32) | 0xFFFFFFFFu, std::memory_order_relaxed);
   fn_ = &fn;
   error_ = nullptr;
   finished_.store(0, std::memory_order_relaxed);
-  tasks_.store(tasks, std::memory_order_relaxed);
-  const uint32_t gen = static_cast<uint32_t>(ticket_.load(std::memory_order_relaxed) >> 32) + 1;
+  tasks_.store(tasks, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lock(mutex_);  // pairs with the sleepers' predicate check
     ticket_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);

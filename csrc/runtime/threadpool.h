@@ -5,6 +5,8 @@
 // Tasks are claimed from one atomic ticket that carries the generation: the caller waits only
 // for tasks that were claimed, and claims the rest itself, so a worker the OS has descheduled
 // (a busy machine) never stalls a step; when it wakes up late it finds nothing to claim.
+// Each step is published as two generations (closed, then open) so that a late worker can
+// never claim a task of an old step against the new step's task count.
 #pragma once
 
 #include <atomic>
