@@ -6,6 +6,8 @@
   tinymnet classify PATH... [--model NAME]      classify photos (files or folders)
   tinymnet models                               the bundled pretrained models (and fetchable)
   tinymnet fetch NAME                           download + convert published weights once
+  tinymnet export-onnx MODEL -o OUT.onnx        the compiled graph as ONNX (same weights)
+  tinymnet bench MODEL [--compare onnxruntime]  whole-model latency, throughput, memory
 """
 from __future__ import annotations
 
@@ -205,6 +207,52 @@ def _cmd_fetch(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# export-onnx / bench
+
+
+def _cmd_export_onnx(args) -> int:
+    from .export_onnx import OPSET, export_onnx
+
+    out = args.output
+    parent = os.path.dirname(os.path.abspath(out))
+    if os.path.isdir(out):
+        raise TinymnetError(f"{out}: is a directory; give the .onnx file to write")
+    if not os.path.isdir(parent):
+        raise TinymnetError(f"{out}: the folder {parent} does not exist")
+    proto = export_onnx(args.model, out)
+    g = proto.graph
+    dims = [d.dim_param or str(d.dim_value) for d in g.input[0].type.tensor_type.shape.dim]
+    odims = [d.dim_param or str(d.dim_value) for d in g.output[0].type.tensor_type.shape.dim]
+    print(f"wrote {out}: {g.name}, {len(g.node)} nodes, {len(g.initializer)} initializers, "
+          f"opset {OPSET}; input {g.input[0].name} ({', '.join(dims)}) NCHW float32, "
+          f"output {g.output[0].name} ({', '.join(odims)})")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from .benchmark import MAX_BATCH, MAX_THREADS, format_report, parse_int_list, run_bench
+
+    threads = parse_int_list(args.threads, "--threads", MAX_THREADS)
+    batch = parse_int_list(args.batch, "--batch", MAX_BATCH)
+    show = (lambda text: print(f"[bench] {text}", file=sys.stderr, flush=True)) \
+        if sys.stderr.isatty() and not args.json else None
+    rep = run_bench(args.model, threads=threads, batch=batch, compare=args.compare,
+                    rounds=args.rounds, min_time=args.min_time, progress=show)
+    print(json.dumps(rep, indent=1) if args.json else format_report(rep))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _non_negative_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
 
 
 def _positive_float(text):
@@ -302,6 +350,39 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(`tinymnet models` lists them)")
     p.add_argument("--force", action="store_true", help="download and convert again")
     p.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser(
+        "export-onnx", help="write a model as ONNX with the same weights",
+        description="Write MODEL (a bundled model name or a .tmn file) as an ONNX model "
+                    "(opset 17): the graph tinymnet compiles (BatchNorm folded, activations "
+                    "fused into convs, written back out as separate ONNX nodes), NCHW float32 "
+                    "input with a dynamic batch dimension. Needs the onnx package "
+                    "(pip install 'tinymnet[onnx]').")
+    p.add_argument("model", metavar="MODEL", help="bundled model name or .tmn file")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="file to write")
+    p.set_defaults(func=_cmd_export_onnx)
+
+    p = sub.add_parser(
+        "bench", help="whole-model latency, throughput, memory and start-up",
+        description="Time MODEL (a bundled model name or a .tmn file) end to end for every "
+                    "(threads, batch) combination, and with --compare onnxruntime the same "
+                    "weights on onnxruntime (exported in-process), alternating in one run: "
+                    "median and p90 latency (wall clock), images/s, the ratio tinymnet / "
+                    "onnxruntime (median of per-round ratios), peak RSS of a child process "
+                    "per engine, import and load + first-inference times.")
+    p.add_argument("model", metavar="MODEL", help="bundled model name or .tmn file")
+    p.add_argument("--threads", default="1", metavar="N[,N...]",
+                   help="thread counts, comma-separated (default 1)")
+    p.add_argument("--batch", default="1", metavar="B[,B...]",
+                   help="batch sizes, comma-separated (default 1)")
+    p.add_argument("--compare", metavar="onnxruntime",
+                   help="also run onnxruntime on the same weights")
+    p.add_argument("--rounds", type=_positive_int, default=7, help="alternating rounds (7)")
+    p.add_argument("--min-time", type=_non_negative_float, default=0.5, metavar="SECONDS",
+                   help="each round times every configuration for at least this long (0.5; "
+                        "0: a single call)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
