@@ -21,6 +21,16 @@ BN_EPS = {
 }
 
 
+def image_builder(arch: str, resolution: int, num_classes: int, eps: float, param_names: str,
+                  **meta) -> GraphBuilder:
+    """A GraphBuilder for an RGB classifier of `resolution` x `resolution`, its meta recording
+    what every builder records (arch, num_classes, resolution, BN eps, whose param names)
+    plus `meta` (e.g. width)."""
+    return GraphBuilder(arch, (resolution, resolution, 3), meta={
+        "arch": arch, **meta, "num_classes": num_classes, "resolution": resolution,
+        "bn_eps": eps, "param_names": param_names})
+
+
 def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
     """Round channels to a multiple of divisor, never below 90% of v (TF-slim / torchvision)."""
     if min_value is None:

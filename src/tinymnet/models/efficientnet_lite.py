@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 from tinymnet.graph import Graph, GraphBuilder
-from tinymnet.models._common import BN_EPS, conv_bn_act
+from tinymnet.models._common import BN_EPS, conv_bn_act, image_builder
 
 # The B0 stage table (Tan & Le 2019, Table 1): repeats, kernel, stride of the first block,
 # expansion ratio, output channels.
@@ -95,17 +95,7 @@ def efficientnet_lite0(
 ) -> Graph:
     """EfficientNet-Lite0 with efficientnet_pytorch param names (4,652,008 params)."""
     eps = BN_EPS["efficientnet_lite0"] if bn_eps is None else bn_eps
-    b = GraphBuilder(
-        "efficientnet_lite0",
-        (resolution, resolution, 3),
-        meta={
-            "arch": "efficientnet_lite0",
-            "num_classes": num_classes,
-            "resolution": resolution,
-            "bn_eps": eps,
-            "param_names": "efficientnet_pytorch",
-        },
-    )
+    b = image_builder("efficientnet_lite0", resolution, num_classes, eps, "efficientnet_pytorch")
     x = conv_bn_act(
         b,
         b.input,

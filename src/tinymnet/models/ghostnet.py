@@ -23,7 +23,7 @@ import math
 from typing import Mapping, Optional
 
 from tinymnet.graph import Graph, GraphBuilder
-from tinymnet.models._common import BN_EPS, make_divisible
+from tinymnet.models._common import BN_EPS, make_divisible, image_builder
 
 # The paper's Table 1 grouped in timm's stages (blocks.i): kernel, expanded (mid) channels,
 # output channels, SE ratio, stride.
@@ -134,18 +134,7 @@ def ghostnet(
         return make_divisible(c * width, 4)
 
     arch = "ghostnet"
-    b = GraphBuilder(
-        arch,
-        (resolution, resolution, 3),
-        meta={
-            "arch": arch,
-            "width": width,
-            "num_classes": num_classes,
-            "resolution": resolution,
-            "bn_eps": eps,
-            "param_names": "timm",
-        },
-    )
+    b = image_builder(arch, resolution, num_classes, eps, "timm", width=width)
     x = b.conv2d(b.input, "conv_stem", ch(16), 3, 2, 1)
     x = b.batchnorm(x, "bn1", eps)
     x = b.add("activation", [x], "act1", activation="relu")

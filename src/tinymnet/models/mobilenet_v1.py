@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-from tinymnet.graph import Graph, GraphBuilder
-from tinymnet.models._common import BN_EPS, conv_bn_act
+from tinymnet.graph import Graph
+from tinymnet.models._common import BN_EPS, conv_bn_act, image_builder
 
 # The paper's Table 1 after the stem: (stride of the depthwise conv, pointwise filters).
 STEM_CHANNELS = 32
@@ -54,18 +54,7 @@ def mobilenet_v1(
     softmax; by default the graph returns logits.
     """
     eps = BN_EPS["keras"] if bn_eps is None else bn_eps
-    b = GraphBuilder(
-        "mobilenet_v1",
-        (resolution, resolution, 3),
-        meta={
-            "arch": "mobilenet_v1",
-            "width": width,
-            "num_classes": num_classes,
-            "resolution": resolution,
-            "bn_eps": eps,
-            "param_names": "keras",
-        },
-    )
+    b = image_builder("mobilenet_v1", resolution, num_classes, eps, "keras", width=width)
     x = conv_bn_act(
         b,
         b.input,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 from tinymnet.graph import Graph, GraphBuilder
-from tinymnet.models._common import BN_EPS, conv_bn_act, make_divisible
+from tinymnet.models._common import BN_EPS, conv_bn_act, make_divisible, image_builder
 
 # The paper's Table 2: expansion t, output channels c, repeats n, stride s of the first block.
 INVERTED_RESIDUAL_SETTING = [
@@ -66,18 +66,7 @@ def mobilenet_v2(
     ``params`` (name -> array, torchvision state_dict keys) replaces the seeded random init.
     """
     eps = BN_EPS["torchvision_mobilenet_v2"] if bn_eps is None else bn_eps
-    b = GraphBuilder(
-        "mobilenet_v2",
-        (resolution, resolution, 3),
-        meta={
-            "arch": "mobilenet_v2",
-            "width": width,
-            "num_classes": num_classes,
-            "resolution": resolution,
-            "bn_eps": eps,
-            "param_names": "torchvision",
-        },
-    )
+    b = image_builder("mobilenet_v2", resolution, num_classes, eps, "torchvision", width=width)
     x = conv_bn_act(
         b,
         b.input,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 from tinymnet.graph import Graph, GraphBuilder
-from tinymnet.models._common import BN_EPS, conv_bn_act, make_divisible
+from tinymnet.models._common import BN_EPS, conv_bn_act, make_divisible, image_builder
 
 # The paper's Tables 1 and 2 as torchvision writes them:
 # input channels, kernel, expanded channels, output channels, squeeze-excite, activation
@@ -116,18 +116,7 @@ def _mobilenet_v3(
     def adjust(c):  # torchvision's InvertedResidualConfig.adjust_channels
         return make_divisible(c * width, 8)
 
-    b = GraphBuilder(
-        arch,
-        (resolution, resolution, 3),
-        meta={
-            "arch": arch,
-            "width": width,
-            "num_classes": num_classes,
-            "resolution": resolution,
-            "bn_eps": eps,
-            "param_names": "torchvision",
-        },
-    )
+    b = image_builder(arch, resolution, num_classes, eps, "torchvision", width=width)
     x = conv_bn_act(
         b, b.input, "features.0", adjust(setting[0][0]), 3, 2, activation="hardswish", eps=eps
     )

@@ -70,7 +70,7 @@ import math
 from typing import Mapping, Optional
 
 from tinymnet.graph import Graph, GraphBuilder
-from tinymnet.models._common import BN_EPS, conv_bn_act, make_divisible
+from tinymnet.models._common import BN_EPS, conv_bn_act, make_divisible, image_builder
 
 # t (reduction ratio), c (output channels), n (blocks), s (stride of the first block)
 SETTING = [
@@ -148,18 +148,7 @@ def mobilenext(
     1.0 / 224. BN eps 1e-5 (``BN_EPS["mobilenext"]``, torch's default)."""
     eps = BN_EPS["mobilenext"] if bn_eps is None else bn_eps
     arch = "mobilenext"
-    b = GraphBuilder(
-        arch,
-        (resolution, resolution, 3),
-        meta={
-            "arch": arch,
-            "width": width,
-            "num_classes": num_classes,
-            "resolution": resolution,
-            "bn_eps": eps,
-            "param_names": "mobilenext_official",
-        },
-    )
+    b = image_builder(arch, resolution, num_classes, eps, "mobilenext_official", width=width)
     x = conv_bn_act(
         b, b.input, "features.0", make_divisible(STEM_CHANNELS * width), 3, 2,
         activation="relu6", eps=eps,
