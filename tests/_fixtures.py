@@ -35,3 +35,20 @@ def fixture(*parts) -> Path:
     if not p.is_file():
         pytest.skip(f"fixture {p} is absent")
     return p
+
+
+# Every .tflite file under fixtures/models/tflite (see SOURCES.md).
+TFLITE_FILES = [
+    "deeplabv3_mnv2_dm05_257_float.tflite",
+    "mobilenet_edgetpu_1.0_224_uint8.tflite",
+    "mobilenet_quant_v1_224_head_layers.tflite",
+    "mobilenet_v1_0.25_128_quant.tflite",
+    "mobilenet_v1_0.25_224_float.tflite",
+    "mobilenet_v1_0.25_224_quant.tflite",
+    "mobilenet_v1_0.5_160_quant.tflite",
+    "mobilenet_v1_0.75_192_quant.tflite",
+    "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
+    "mobilenet_v2_1.0_224_quant.tflite",
+    "mobilenet_v3_small_1.0_224_uint8.tflite",
+    "tf2_mobilenet_v2_1.0_224_ptq.tflite",
+]

@@ -8,27 +8,12 @@ from tinymnet.errors import FormatError
 from tinymnet.formats import detect_format, load_tflite
 
 try:
-    from _fixtures import fixture, fixtures_dir
+    from _fixtures import TFLITE_FILES, fixture, fixtures_dir
 except ImportError:  # tests/ made a package
-    from ._fixtures import fixture, fixtures_dir
+    from ._fixtures import TFLITE_FILES, fixture, fixtures_dir
 
 tflite = pytest.importorskip("tflite", reason="tflite (optional extra) is not installed")
 flatbuffers = pytest.importorskip("flatbuffers")
-
-TFLITE_FILES = [
-    "deeplabv3_mnv2_dm05_257_float.tflite",
-    "mobilenet_edgetpu_1.0_224_uint8.tflite",
-    "mobilenet_quant_v1_224_head_layers.tflite",
-    "mobilenet_v1_0.25_128_quant.tflite",
-    "mobilenet_v1_0.25_224_float.tflite",
-    "mobilenet_v1_0.25_224_quant.tflite",
-    "mobilenet_v1_0.5_160_quant.tflite",
-    "mobilenet_v1_0.75_192_quant.tflite",
-    "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
-    "mobilenet_v2_1.0_224_quant.tflite",
-    "mobilenet_v3_small_1.0_224_uint8.tflite",
-    "tf2_mobilenet_v2_1.0_224_ptq.tflite",
-]
 
 # op histograms of the fixtures (also a regression check of op-name decoding)
 HISTOGRAMS = {

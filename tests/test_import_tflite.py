@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 try:
-    from _fixtures import fixture
+    from _fixtures import TFLITE_FILES, fixture
 except ImportError:  # tests/ made a package
-    from ._fixtures import fixture
+    from ._fixtures import TFLITE_FILES, fixture
 
 tflite = pytest.importorskip("tflite", reason="tflite (optional extra) is not installed")
 flatbuffers = pytest.importorskip("flatbuffers")
@@ -34,21 +34,6 @@ except ImportError:  # optional: only the comparisons with the TFLite runtime ne
 
 needs_litert = pytest.mark.skipif(Interpreter is None,
                                   reason="ai-edge-litert (TFLite interpreter) is not installed")
-
-FIXTURES = [
-    "deeplabv3_mnv2_dm05_257_float.tflite",
-    "mobilenet_edgetpu_1.0_224_uint8.tflite",
-    "mobilenet_quant_v1_224_head_layers.tflite",
-    "mobilenet_v1_0.25_128_quant.tflite",
-    "mobilenet_v1_0.25_224_float.tflite",
-    "mobilenet_v1_0.25_224_quant.tflite",
-    "mobilenet_v1_0.5_160_quant.tflite",
-    "mobilenet_v1_0.75_192_quant.tflite",
-    "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
-    "mobilenet_v2_1.0_224_quant.tflite",
-    "mobilenet_v3_small_1.0_224_uint8.tflite",
-    "tf2_mobilenet_v2_1.0_224_ptq.tflite",
-]
 
 
 def _rel(a, b):
@@ -403,7 +388,7 @@ def imported():
     return get
 
 
-@pytest.mark.parametrize("name", FIXTURES)
+@pytest.mark.parametrize("name", TFLITE_FILES)
 def test_fixture_reference_vs_kernels(imported, name):
     imp = imported(name)
     g = imp.graph
