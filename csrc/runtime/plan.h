@@ -51,6 +51,9 @@ class Plan {
   size_t steps() const { return steps_.size(); }
 
   // x: batch NHWC images (contiguous); y: batch outputs (contiguous). Calls are serialised.
+  // A batch of at least threads() images runs whole images in parallel, each thread on an
+  // arena of its own (allocated on the first such call); otherwise each step's output rows
+  // are split over the threads.
   void run(const float* x, int64_t batch, float* y);
 
  private:
@@ -62,13 +65,21 @@ class Plan {
     int64_t offset = -1;      // in floats, within the arena
   };
   struct Step;
+  // Where one image's steps run: the arena holding its tensors and its input image.
+  struct Frame {
+    const Plan* plan;
+    float* arena;
+    const float* input;
+    float* at(int t) const;
+  };
 
   int tensor_id(const std::string& name, const std::string& node) const;
   int root(int t) const;
   void add_node(const json::Value& node, const ParamMap& params);
   void add_chain(const std::vector<const json::Value*>& nodes, const ParamMap& params);
   void plan_memory();
-  float* at(int t);
+  // Runs every step on one image; split = spread each step's rows over the pool.
+  void run_image(const Frame& f, bool split, float* y);
 
   std::vector<Tensor> tensors_;
   std::map<std::string, int> names_;
@@ -77,10 +88,9 @@ class Plan {
   std::vector<int64_t> input_dims_, output_dims_;
   Isa isa_;
   int64_t arena_floats_ = 0;
-  AlignedFloats arena_;
+  std::vector<AlignedFloats> arenas_;  // [0] always; one per thread once a batch needs them
   ThreadPool pool_;
   std::mutex run_mutex_;
-  const float* current_input_ = nullptr;
 };
 
 }  // namespace tmn
