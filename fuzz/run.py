@@ -77,7 +77,7 @@ def run_target(name, args, findings: Path):
     else:
         status = "ok"
     return {"target": name, "runs": runs, "seconds": seconds,
-            "exec_s": int(stats.get("average_exec_per_sec", 0)), "status": status,
+            "exec_s": int(runs / max(seconds, 1e-9)), "status": status,
             "findings": [str(p) for p in new],
             "log": log, "rc": rc}
 
@@ -114,7 +114,10 @@ def main(argv=None):
                   f"{r['exec_s']:>6d} exec/s  {len(r['findings'])} findings  {r['status']}",
                   flush=True)
             if r["status"] != "ok":
-                tail = "\n".join(r["log"].splitlines()[-40:])
+                # The Python traceback if there is one, else the end of libFuzzer's report.
+                log = r["log"]
+                start = log.find("=== Uncaught Python exception")
+                tail = log[start:] if start >= 0 else "\n".join(log.splitlines()[-40:])
                 print(f"---- {r['target']}: last lines of its log (exit code {r['rc']})\n{tail}"
                       f"\n----", flush=True)
                 for f in r["findings"]:
