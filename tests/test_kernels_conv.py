@@ -236,7 +236,7 @@ def _x(shape=(1, 5, 5, 3), dtype=np.float32):
 @pytest.mark.parametrize(
     "make, call, match",
     [
-        (lambda: K.Conv2d(_w()), lambda c: c(_x(dtype=np.float64)), "x.*float32"),
+        (lambda: K.Conv2d(_w()), lambda c: c(_x(dtype=np.int32)), "x.*floating-point"),
         (lambda: K.Conv2d(_w()), lambda c: c(_x((5, 5, 3))), "x"),
         (lambda: K.Conv2d(_w()), lambda c: c([[[[1.0]]]]), "x"),
         (lambda: K.Conv2d(_w()), lambda c: c(_x((1, 5, 5, 4))), "channels"),
@@ -244,7 +244,7 @@ def _x(shape=(1, 5, 5, 3), dtype=np.float32):
         (lambda: K.Conv2d(_w(), padding=1), lambda c: c(_x(), residual=_x((1, 5, 5, 3))),
          "residual"),
         (lambda: K.Conv2d(_w(), padding=1),
-         lambda c: c(_x(), residual=_x((1, 5, 5, 4), np.float64)), "residual"),
+         lambda c: c(_x(), residual=_x((1, 5, 5, 4), np.bool_)), "residual"),
         (lambda: K.Conv2d(_w(), padding=1), lambda c: c(_x(), out=_x((1, 4, 5, 4))), "out"),
         (lambda: K.Conv2d(_w(), padding=1),
          lambda c: c(_x(), out=_x((1, 5, 5, 4), np.float64)), "out"),
