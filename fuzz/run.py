@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -39,7 +40,9 @@ MAX_LEN = {"tmn": 8192, "pth": 4096, "safetensors": 1024, "tflite": 16384, "h5":
 # C++ parsers Python cannot reach: libFuzzer binaries built with clang, seeded like a Python
 # target. name -> (harness, sources from csrc/, Python target whose seeds it uses)
 NATIVE = {"tmn-cpp": ("tmn_reader_fuzz.cc", ["runtime/tmn_reader.cc", "runtime/json.cc"], "tmn")}
-ALL_TARGETS = list(TARGETS) + list(NATIVE)
+# Slowest first (see time_bound).
+ALL_TARGETS = ["h5", "tflite", "onnx", "pth", "tmn-cpp", "tmn", "image", "safetensors"]
+assert sorted(ALL_TARGETS) == sorted(list(TARGETS) + list(NATIVE))
 
 
 def _clang():
@@ -70,7 +73,22 @@ def build_native(name) -> Path:
     return out
 
 
+def time_bound(args) -> int:
+    """Seconds the target starting now may run: what is left of --time-budget, less a fair
+    share kept for each target not started yet (targets start slowest first, so a slow one
+    can use the time the fast ones will not need)."""
+    if not args.time_budget:
+        return 24 * 3600
+    with args.lock:
+        args.started += 1
+        waiting = len(args.targets) - args.started
+    share = args.time_budget / -(-len(args.targets) // args.jobs)
+    left = args.deadline - time.monotonic()
+    return max(int(left - waiting / args.jobs * share / 2), 10)
+
+
 def run_target(name, args, findings: Path):
+    per_target = time_bound(args)
     out = findings / name
     out.mkdir(parents=True, exist_ok=True)
     before = set(out.iterdir())
@@ -95,7 +113,7 @@ def run_target(name, args, findings: Path):
         else:
             cmd = [sys.executable, str(HERE / "fuzz_one.py"), name, str(seeds), *dirs]
         cmd += [f"-runs={args.runs}", f"-max_len={MAX_LEN[name]}", f"-timeout={args.timeout}",
-               f"-rss_limit_mb={args.rss_limit_mb}", f"-max_total_time={args.per_target}",
+               f"-rss_limit_mb={args.rss_limit_mb}", f"-max_total_time={per_target}",
                f"-seed={args.seed}", "-print_final_stats=1", f"-artifact_prefix={out}/"]
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                    MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
@@ -104,7 +122,7 @@ def run_target(name, args, findings: Path):
         try:
             proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True,
-                                  timeout=args.per_target + 4 * args.timeout + 120)
+                                  timeout=per_target + 4 * args.timeout + 120)
             log, rc = proc.stdout, proc.returncode
         except subprocess.TimeoutExpired as exc:
             log, rc = f"{exc.stdout or ''}\nrunner: process hung; killed", -9
@@ -143,12 +161,14 @@ def main(argv=None):
     ap.add_argument("--corpus", default=None,
                     help="keep the growing corpus here between runs (default: a temp dir)")
     args = ap.parse_args(argv)
-    rounds = -(-len(args.targets) // max(args.jobs, 1))
-    args.per_target = (int(args.time_budget / rounds) if args.time_budget else 24 * 3600)
+    args.jobs = max(args.jobs, 1)
+    args.targets = sorted(args.targets, key=ALL_TARGETS.index)  # slowest first
+    args.lock, args.started = threading.Lock(), 0
 
     t0 = time.monotonic()
+    args.deadline = t0 + (args.time_budget or 0)
     print(f"fuzzing {len(args.targets)} targets, {args.runs} runs each, {args.jobs} at a time"
-          + (f", at most {args.per_target} s each" if args.time_budget else ""), flush=True)
+          + (f", {args.time_budget:.0f} s in all" if args.time_budget else ""), flush=True)
     results = []
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futs = [pool.submit(run_target, t, args, Path(args.findings)) for t in args.targets]
