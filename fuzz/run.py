@@ -67,9 +67,12 @@ def build_native(name) -> Path:
     out.parent.mkdir(exist_ok=True)
     with open("/tmp/tinymnet-build.lock", "w") as lock:  # builds share the machine's cores
         fcntl.flock(lock, fcntl.LOCK_EX)
-        subprocess.run([cxx, "-std=c++17", "-O1", "-g", "-fsanitize=fuzzer,address,undefined",
-                        "-fno-sanitize-recover=all", f"-I{REPO / 'csrc'}", *map(str, srcs),
-                        "-o", str(out)], check=True)
+        proc = subprocess.run([cxx, "-std=c++17", "-O1", "-g",
+                               "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
+                               f"-I{REPO / 'csrc'}", *map(str, srcs), "-o", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building {name} failed:\n{proc.stdout}")
     return out
 
 
@@ -104,7 +107,11 @@ def run_target(name, args, findings: Path):
         if kept.is_dir():
             dirs.append(str(kept))
         if name in NATIVE:
-            binary = build_native(name)
+            try:
+                binary = build_native(name)
+            except RuntimeError as exc:
+                return {"target": name, "runs": 0, "seconds": 0.0, "exec_s": 0,
+                        "status": "DIED", "findings": [], "log": str(exc), "rc": 1}
             if binary is None:
                 return {"target": name, "runs": 0, "seconds": 0.0, "exec_s": 0,
                         "status": "skipped (no clang++)", "findings": [], "log": "", "rc": 0}
