@@ -71,7 +71,8 @@ class _Importer:
     def fail(self, msg):
         if self.node is not None:
             n = self.node
-            msg = f"node {self.index} ({n.op_type} '{n.name or n.outputs[0]}'): {msg}"
+            label = n.name or (n.outputs[0] if n.outputs else "")
+            msg = f"node {self.index} ({n.op_type} '{label}'): {msg}"
         return FormatError(msg, self.m.path)
 
     def src(self):
@@ -132,6 +133,8 @@ class _Importer:
             self.node, self.index = node, i
             if node.domain not in ("", "ai.onnx"):
                 raise self.fail(f"op domain '{node.domain}' is not supported")
+            if not node.outputs:
+                raise self.fail("the node has no output")
             if all(self.is_const(t) for t in node.inputs if t) and node.op_type not in (
                     "Shape",) and node.inputs:
                 self.fold_constant(node)
