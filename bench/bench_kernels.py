@@ -55,7 +55,7 @@ from shapes import NETS, OPS, Layer, load  # noqa: E402
 RTOL = 1e-4
 MIN_TIME = 0.02  # seconds per timed batch
 ROUNDS = 7
-KIND = {"conv": "direct", "dw": "depthwise", "pw": "pointwise"}
+KIND = {"conv": "stem", "dw": "depthwise", "pw": "pointwise"}
 PEAK_ISAS = ("avx2", "avx512")  # scalar has no meaningful FMA peak
 try:  # numpy's BLAS on one thread even if it was imported before us (pytest)
     from threadpoolctl import threadpool_limits

@@ -5,7 +5,7 @@ One layer per line, whitespace-separated, '#' starts a comment:
     name op h w cin cout k stride pad act
 
 name    the layer's name in the source model (torchvision state_dict prefix, Keras layer name)
-op      conv  dense KxK conv (the stem; tinymnet's "direct" im2col + GEMM kernel)
+op      conv  dense KxK conv (the 3x3 stride-2 stem; tinymnet's "stem" kernel)
         dw    depthwise KxK conv (groups = cin = cout)
         pw    pointwise 1x1 conv, stride 1 (the packed GEMM)
         fc    fully connected, cin -> cout (h = w = 1)

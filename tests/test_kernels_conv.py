@@ -1,5 +1,5 @@
-"""Conv2d kernels (pointwise GEMM, depthwise, direct/im2col) against tinymnet.reference.conv2d,
-under every ISA the CPU supports (the `isa` fixture)."""
+"""Conv2d kernels (pointwise GEMM, depthwise, stem, direct/im2col) against
+tinymnet.reference.conv2d, under every ISA the CPU supports (the `isa` fixture)."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -20,6 +20,12 @@ from tinymnet import kernels as K
 from tinymnet import reference as R
 
 STRIDES = st.sampled_from([1, 2, (2, 1), (1, 2)])
+# The stem kernel ("stem": 3x3 stride 2, 3 input channels): the output widths of the nets
+# (V3 / GhostNet 16, V1 / V2 / EfficientNet-Lite 32, widths 0.75 / 1.5: 24 / 48) and odd ones
+# around the vector widths; TF SAME (0 top/left, 1 bottom/right at even sizes), torch's 1, none,
+# asymmetric and wider than the kernel reaches.
+STEM_COUT = st.sampled_from([1, 3, 7, 8, 16, 17, 24, 32, 33, 48])
+STEM_PADDING = st.sampled_from([1, "same", 0, (0, 1, 0, 1), (1, 0, 1, 0), (1, 1, 0, 2), 2])
 
 
 @st.composite
@@ -53,8 +59,8 @@ def conv_configs(draw):
     if kind == "pointwise":
         cin, cout, groups, kh, kw, stride, padding = draw(CHANNELS), draw(CHANNELS), 1, 1, 1, 1, 0
     elif kind == "stem":  # MobileNet's first layer: 3x3, stride 2, three input channels
-        cin, cout, groups, kh, kw, stride = 3, draw(st.sampled_from([8, 16, 24, 32])), 1, 3, 3, 2
-        padding = draw(st.sampled_from([1, "same", (0, 1, 0, 1), 0]))
+        cin, cout, groups, kh, kw, stride = 3, draw(STEM_COUT), 1, 3, 3, 2
+        padding = draw(STEM_PADDING)
     else:
         kh = draw(st.sampled_from([1, 3, 5]))
         kw = draw(st.sampled_from([kh, kh, kh, 1, 3]))
@@ -76,6 +82,8 @@ def conv_configs(draw):
 def expected_kinds(c):
     if c["groups"] > 1:
         return {"depthwise"}
+    if (c["cin"], c["kh"], c["kw"]) == (3, 3, 3) and c["stride"] in (2, (2, 2)):
+        return {"stem"}
     if (c["kh"], c["kw"]) == (1, 1) and c["stride"] in (1, (1, 1)):
         if c["padding"] == "same":
             return {"pointwise", "direct"}
@@ -127,6 +135,46 @@ def test_conv2d_writes_a_channel_slice_of_out(isa, c, act, residual, before, aft
     assert_close_scaled(out[..., before:before + cout], R.conv2d(x, w, b, residual=r, **kw))
     np.testing.assert_array_equal(out[..., :before], original[..., :before])
     np.testing.assert_array_equal(out[..., before + cout:], original[..., before + cout:])
+
+
+@KERNEL_SETTINGS
+@given(h=st.integers(1, 37), w=st.integers(1, 37), cout=STEM_COUT, padding=STEM_PADDING,
+       act=ACTIVATIONS, before=st.integers(0, 5), after=st.integers(0, 5), seed=SEEDS)
+def test_stem_kernel_odd_sizes_into_a_channel_slice(isa, h, w, cout, padding, act, before,
+                                                    after, seed):
+    """The stem kernel over sizes from 1x1 up (every border case: tiles that need zero padding
+    on both sides, rows split into every tile width), writing channels [before, before + cout)
+    of a wider buffer whose other channels must stay untouched."""
+    rng = rng_for(seed)
+    c = dict(cin=3, cout=cout, groups=1, kh=3, kw=3, stride=2, padding=padding)
+    w_, b, kw = make_conv(c, rng, True, act)
+    x = randn(rng, (1, h, w, 3))
+    try:
+        ref = R.conv2d(x, w_, b, **kw)
+    except ValueError:  # the padded input is smaller than the kernel
+        return
+    conv = K.Conv2d(w_, b, **kw)
+    assert (conv.kind, conv.isa) == ("stem", isa)
+    out = randn(rng, ref.shape[:3] + (before + cout + after,), 100.0)
+    original = out.copy()
+    conv(x, out=out, channel_offset=before)
+    assert_close_scaled(out[..., before:before + cout], ref)
+    np.testing.assert_array_equal(out[..., :before], original[..., :before])
+    np.testing.assert_array_equal(out[..., before + cout:], original[..., before + cout:])
+
+
+@pytest.mark.parametrize("cout, padding, act", [(32, "same", "relu6"), (16, 1, "hardswish"),
+                                                (48, 1, "relu"), (24, "same", None)])
+def test_stem_kernel_mobilenet_sizes(isa, cout, padding, act):
+    """Full-size stems (224x224 and a non-square, odd-sized input): many full tiles per row."""
+    rng = rng_for(cout)
+    c = dict(cin=3, cout=cout, groups=1, kh=3, kw=3, stride=2, padding=padding)
+    w, b, kw = make_conv(c, rng, True, (act, None, None))
+    for shape in [(1, 224, 224, 3), (2, 97, 130, 3)]:
+        x = rng.uniform(-1, 1, shape).astype(np.float32)
+        conv = K.Conv2d(w, b, **kw)
+        assert conv.kind == "stem"
+        assert_close_scaled(conv(x), R.conv2d(x, w, b, **kw))
 
 
 @pytest.mark.parametrize(
@@ -236,14 +284,15 @@ def test_depthwise_dilated_kernel_written_densely(isa, c, act, seed):
     assert_close_scaled(conv(x), R.conv2d(x, w, b, **kw))
 
 
-@pytest.mark.parametrize("kind", ["pointwise", "depthwise", "direct"])
+@pytest.mark.parametrize("kind", ["pointwise", "depthwise", "stem", "direct"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_conv2d_non_finite_inputs_stay_local(isa, kind, bad):
     """A NaN/Inf pixel must not crash or leak outside its receptive field."""
     rng = rng_for(2)
     c = {"pointwise": dict(cin=17, cout=33, groups=1, kh=1, kw=1, stride=1, padding=0),
          "depthwise": dict(cin=17, cout=17, groups=17, kh=3, kw=3, stride=1, padding=1),
-         "direct": dict(cin=3, cout=16, groups=1, kh=3, kw=3, stride=2, padding="same")}[kind]
+         "stem": dict(cin=3, cout=16, groups=1, kh=3, kw=3, stride=2, padding="same"),
+         "direct": dict(cin=3, cout=16, groups=1, kh=3, kw=3, stride=1, padding="same")}[kind]
     w, b, kw = make_conv(c, rng, True, ("relu6", None, None))
     x = randn(rng, (1, 9, 9, c["cin"]))
     x[0, 4, 4, 1] = bad

@@ -101,6 +101,32 @@ void pack_dwconv_weights(const float* w, const float* bias, int32_t c, int32_t k
                          int32_t cb, float* packed);
 
 // ---------------------------------------------------------------------------------------------
+// Stem convolution: the first layer of the MobileNets, a dense 3x3 stride-2 convolution of a
+// 3-channel image (any padding, any number of output channels), with fused bias + activation.
+// Packed layout for channel block CB (the ISA's choice): ceil(Cout / CB) blocks; block b holds
+// bias[b*CB .. b*CB+CB) then 27 taps in (ky, kx, ci) order of CB weights, zero padded past Cout.
+constexpr int32_t kStemCin = 3, kStemK = 3, kStemStride = 2;
+struct StemArgs {
+  const float* in = nullptr;   // pixel (y, x) at in + (y * w + x) * in_ld, 3 channels
+  int32_t h = 0, w = 0;
+  int64_t in_ld = 0;
+  float* out = nullptr;        // pixel (oy, ox) at out + (oy * out_w + ox) * out_ld
+  int32_t out_h = 0, out_w = 0, cout = 0;
+  int64_t out_ld = 0;
+  int32_t pad_top = 0, pad_left = 0;  // bottom/right padding is implied by out_h/out_w
+  const float* packed_w = nullptr;
+  int32_t oy_begin = 0, oy_end = 0;   // output rows [oy_begin, oy_end) are computed
+  Activation act;
+};
+
+inline int64_t stem_packed_floats(int32_t cout, int32_t cb) {
+  return static_cast<int64_t>((cout + cb - 1) / cb) * cb * (1 + kStemK * kStemK * kStemCin);
+}
+// w is (Cout, 3, 3, 3) (PyTorch layout); bias may be null.
+void pack_stem_weights(const float* w, const float* bias, int32_t cout, int32_t cb,
+                       float* packed);
+
+// ---------------------------------------------------------------------------------------------
 // Pooling over one image (NHWC, same ld conventions as DwconvArgs).
 enum class PoolKind : int32_t { average = 0, max = 1 };
 struct PoolArgs {
@@ -124,8 +150,10 @@ struct KernelTable {
   const char* name;
   int32_t gemm_nr;      // panel width of pack_gemm_weights for gemm
   int32_t dwconv_cb;    // channel block of pack_dwconv_weights for dwconv
+  int32_t stem_cb;      // channel block of pack_stem_weights for stem
   void (*gemm)(const GemmArgs&);
   void (*dwconv)(const DwconvArgs&);
+  void (*stem)(const StemArgs&);
   void (*pool)(const PoolArgs&);
   // out[c] = mean over `pixels` pixels of in[p * ld + c], for c < channels.
   void (*global_avg_pool)(const float* in, int64_t pixels, int32_t channels, int64_t ld,

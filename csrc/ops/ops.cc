@@ -102,6 +102,12 @@ Conv2d::Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin
   }
   require(groups == 1, "groups must be 1 or equal to in_channels == out_channels (depthwise), got " +
                            std::to_string(groups));
+  if (cin == kStemCin && kh == kStemK && kw == kStemK && sh == kStemStride && sw == kStemStride) {
+    kind_ = Kind::stem;
+    packed_ = AlignedFloats(stem_packed_floats(cout, table_->stem_cb));
+    pack_stem_weights(weight, bias, cout, table_->stem_cb, packed_.data());
+    return;
+  }
   const int32_t nr = table_->gemm_nr;
   const bool pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && !pad.same &&
                          pad.top == 0 && pad.bottom == 0 && pad.left == 0 && pad.right == 0;
@@ -131,6 +137,13 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
   const int64_t first_pixel = static_cast<int64_t>(oy_begin) * g.out_w;
   const int64_t pixels = static_cast<int64_t>(oy_end - oy_begin) * g.out_w;
 
+  // The depthwise and stem kernels take no residual (no MobileNet layer of theirs has one):
+  // they run without the activation, then y = act(y + residual), one pass per pixel.
+  const auto add_residual = [&] {
+    if (!residual) return;
+    for (int64_t p = first_pixel; p < first_pixel + pixels; ++p)
+      table_->add(out + p * out_ld, residual + p * res_ld, out + p * out_ld, cout_, act_);
+  };
   if (kind_ == Kind::depthwise) {
     DwconvArgs d;
     d.in = in.data, d.h = in.h, d.w = in.w, d.c = cin_, d.in_ld = in.ld;
@@ -141,10 +154,20 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
     d.oy_begin = oy_begin, d.oy_end = oy_end;
     d.act = residual ? Activation{} : act_;
     table_->dwconv(d);
-    if (residual) {  // rare: y = act(dw + residual), one pass per pixel
-      for (int64_t p = first_pixel; p < first_pixel + pixels; ++p)
-        table_->add(out + p * out_ld, residual + p * res_ld, out + p * out_ld, cout_, act_);
-    }
+    add_residual();
+    return;
+  }
+
+  if (kind_ == Kind::stem) {
+    StemArgs d;
+    d.in = in.data, d.h = in.h, d.w = in.w, d.in_ld = in.ld;
+    d.out = out, d.out_h = g.out_h, d.out_w = g.out_w, d.cout = cout_, d.out_ld = out_ld;
+    d.pad_top = g.pad_top, d.pad_left = g.pad_left;
+    d.packed_w = packed_.data();
+    d.oy_begin = oy_begin, d.oy_end = oy_end;
+    d.act = residual ? Activation{} : act_;
+    table_->stem(d);
+    add_residual();
     return;
   }
 

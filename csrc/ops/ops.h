@@ -54,7 +54,8 @@ struct ImageView {
 
 class Conv2d {
  public:
-  enum class Kind { pointwise, depthwise, direct };
+  // stem: 3x3 stride-2 conv of 3 channels (the MobileNets' first layer), any padding.
+  enum class Kind { pointwise, depthwise, stem, direct };
 
   // weight: PyTorch layout (cout, cin / groups, kh, kw); bias: cout floats or null.
   // groups must be 1, or equal cin == cout (depthwise).

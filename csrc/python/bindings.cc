@@ -86,6 +86,7 @@ class PyConv2d {
     switch (op_->kind()) {
       case Conv2d::Kind::pointwise: return "pointwise";
       case Conv2d::Kind::depthwise: return "depthwise";
+      case Conv2d::Kind::stem: return "stem";
       default: return "direct";
     }
   }

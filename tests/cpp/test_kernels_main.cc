@@ -272,6 +272,83 @@ void test_dwconv(const KernelTable& t, const KernelTable& ref) {
         }
 }
 
+// ------------------------------------------------------------------------------ stem
+struct StemCase {
+  int32_t h, w, cout, pad_top, pad_left, pad_bottom, pad_right;
+  int64_t in_ld, out_ld;
+  ActKind act;
+};
+
+std::string stem_case(const KernelTable& t, const KernelTable& ref, const StemCase& p,
+                      uint64_t seed, double* worst) {
+  const int32_t out_h = (p.h + p.pad_top + p.pad_bottom - kStemK) / kStemStride + 1;
+  const int32_t out_w = (p.w + p.pad_left + p.pad_right - kStemK) / kStemStride + 1;
+  if (p.h + p.pad_top + p.pad_bottom < kStemK || p.w + p.pad_left + p.pad_right < kStemK) return "";
+  Rng rng(seed);
+  const std::vector<float> in = rng.fill(static_cast<size_t>(p.h) * p.w * p.in_ld, -2.0f, 2.0f);
+  const std::vector<float> w = rng.fill(static_cast<size_t>(p.cout) * kStemCin * kStemK * kStemK);
+  const std::vector<float> bias = rng.fill(p.cout);
+  const size_t out_floats = static_cast<size_t>(out_h) * out_w * p.out_ld;
+  // Row ranges: the whole output, an inner range, and the output split in 3 calls.
+  std::vector<std::vector<std::pair<int32_t, int32_t>>> plans = {{{0, out_h}}};
+  if (out_h >= 3) plans.push_back({{1, out_h - 1}});
+  if (out_h >= 3) plans.push_back({{0, out_h / 3}, {out_h / 3, 2 * out_h / 3}, {2 * out_h / 3, out_h}});
+  for (const auto& ranges : plans) {
+    std::vector<float> outs[2];
+    const KernelTable* tables[2] = {&t, &ref};
+    for (int i = 0; i < 2; ++i) {
+      AlignedFloats packed(stem_packed_floats(p.cout, tables[i]->stem_cb));
+      pack_stem_weights(w.data(), bias.data(), p.cout, tables[i]->stem_cb, packed.data());
+      outs[i] = out_buffer(out_floats);
+      StemArgs d;
+      d.in = in.data(), d.h = p.h, d.w = p.w, d.in_ld = p.in_ld;
+      d.out = outs[i].data(), d.out_h = out_h, d.out_w = out_w, d.cout = p.cout;
+      d.out_ld = p.out_ld;
+      d.pad_top = p.pad_top, d.pad_left = p.pad_left;
+      d.packed_w = packed.data();
+      d.act.kind = p.act;
+      for (const auto& [r0, r1] : ranges) {
+        d.oy_begin = r0, d.oy_end = r1;
+        tables[i]->stem(d);
+      }
+    }
+    char what[200];
+    std::snprintf(what, sizeof what,
+                  "h=%d w=%d cout=%d pads(t,l,b,r)=%d,%d,%d,%d in_ld=%lld out_ld=%lld act=%s rows=[%d,%d)x%zu",
+                  p.h, p.w, p.cout, p.pad_top, p.pad_left, p.pad_bottom, p.pad_right,
+                  static_cast<long long>(p.in_ld), static_cast<long long>(p.out_ld),
+                  act_name(p.act), ranges.front().first, ranges.back().second, ranges.size());
+    std::string e = compare(outs[0], outs[1], kKernelTol, what, worst);
+    if (!e.empty()) return e;
+  }
+  return "";
+}
+
+void test_stem(const KernelTable& t, const KernelTable& ref) {
+  const std::pair<int32_t, int32_t> sizes[] = {{1, 1}, {2, 3}, {5, 7}, {9, 6}, {4, 19},
+                                               {17, 11}, {13, 40}, {30, 57}};
+  // (top, left, bottom, right): torch's 1, TF SAME at even sizes, none, and asymmetric.
+  const int32_t pads[][4] = {{1, 1, 1, 1}, {0, 0, 1, 1}, {0, 0, 0, 0}, {1, 0, 0, 1}, {2, 1, 1, 2}};
+  for (int32_t cout : {1, 3, 7, 8, 16, 17, 24, 32, 33, 48}) {
+    run_test("stem cout=" + std::to_string(cout), [&](std::string& d) {
+      double worst = 0.0;
+      uint64_t seed = 7000 + cout;
+      int variant = 0;
+      for (const auto& hw : sizes)
+        for (const auto& pd : pads) {
+          ++variant;
+          StemCase p{hw.first, hw.second, cout, pd[0], pd[1], pd[2], pd[3],
+                     variant % 3 == 0 ? kStemCin + 2 : kStemCin,
+                     variant % 4 == 1 ? cout + 3 : cout, kActs[variant % 5]};
+          std::string e = stem_case(t, ref, p, ++seed, &worst);
+          if (!e.empty()) return e;
+        }
+      d = fmt_err(worst);
+      return std::string();
+    });
+  }
+}
+
 // ------------------------------------------------------------------------------ pooling
 void test_pool(const KernelTable& t, const KernelTable& ref) {
   for (PoolKind kind : {PoolKind::average, PoolKind::max})
@@ -568,6 +645,7 @@ int main(int argc, char** argv) {
 
   test_gemm(t, ref);
   test_dwconv(t, ref);
+  test_stem(t, ref);
   test_pool(t, ref);
   test_eltwise(t, ref);
   test_reader(models.empty() ? std::string() : models[0]);
