@@ -77,8 +77,10 @@ Conv2d::Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin
   require(groups == 1, "groups must be 1 or equal to in_channels == out_channels (depthwise), got " +
                            std::to_string(groups));
   const int32_t nr = table_->gemm_nr;
-  const bool pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && !pad.same &&
-                         pad.top == 0 && pad.bottom == 0 && pad.left == 0 && pad.right == 0;
+  // A 1x1 stride-1 window pads nothing under TF SAME either: TF models' 1x1 convs are GEMMs.
+  const bool pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 &&
+                         (pad.same || (pad.top == 0 && pad.bottom == 0 && pad.left == 0 &&
+                                       pad.right == 0));
   kind_ = pointwise ? Kind::pointwise : Kind::direct;
   const int32_t k = kh * kw * cin;
   packed_ = AlignedFloats(gemm_packed_floats(k, cout, nr));

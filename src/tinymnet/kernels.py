@@ -110,9 +110,10 @@ def _c_padding(padding):
 class Conv2d:
     """2-D convolution with fused bias, activation and optional residual add.
 
-    groups == 1 with a 1x1 kernel, stride 1 and no padding runs the packed GEMM ("pointwise");
-    groups == in_channels == out_channels runs the depthwise kernel; any other groups == 1 conv
-    runs im2col + GEMM ("direct", e.g. the 3x3 stride-2 stem).
+    groups == 1 with a 1x1 kernel, stride 1 and no padding (or SAME, which pads nothing there)
+    runs the packed GEMM ("pointwise"); groups == in_channels == out_channels runs the
+    depthwise kernel; any other groups == 1 conv runs im2col + GEMM ("direct", e.g. the 3x3
+    stride-2 stem).
     """
 
     def __init__(self, weight, bias=None, stride=1, padding=0, groups=1, activation=None,
