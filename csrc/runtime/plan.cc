@@ -80,7 +80,7 @@ const ParamView& param(const ParamMap& params, const json::Value& node, const ch
 // The Conv2d op of a conv2d node whose input has `cin` channels (8-bit weights are
 // dequantized into scratch[0..1] on the way).
 std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& params, int32_t cin_in,
-                                  Isa isa, std::vector<float>* scratch) {
+                                  Isa isa, AlignedFloats* scratch) {
   const json::Value& attrs = node.at("attrs");
   const ParamView& w = param(params, node, "weight");
   const ParamView& b = param(params, node, "bias", true);
@@ -141,10 +141,10 @@ int64_t ParamView::size() const {
   return n;
 }
 
-const float* ParamView::floats(std::vector<float>& scratch) const {
+const float* ParamView::floats(AlignedFloats& scratch) const {
   if (!q) return data;
   const int64_t n = size(), run = q_channels == 1 ? n : q_inner;  // elements sharing a scale
-  scratch.resize(static_cast<size_t>(n));
+  if (scratch.size() < n) scratch = AlignedFloats(n, /*heap=*/true);
   float* out = scratch.data();
   for (int64_t i0 = 0, ch = 0; i0 < n; i0 += run, ch = (ch + 1) % q_channels) {
     const float s = scale[ch], z = static_cast<float>(zero_point[ch]);
@@ -180,6 +180,11 @@ constexpr size_t kMaxChain = 3;
 Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa isa,
            bool fuse_chains)
     : isa_(isa), pool_(std::max(1, threads)) {
+  WeightPoolScope scope(&weights_);  // every op's packed weights, then the arena
+  int64_t widest = 0;  // 8-bit param: dequantized one at a time into one buffer
+  for (const auto& [name, p] : params)
+    if (p.q) widest = std::max(widest, p.size());
+  if (widest) dequantized_[0] = AlignedFloats(widest, /*heap=*/true);
   const auto& inputs = graph.at("inputs").as_array("inputs");
   require(inputs.size() == 1, "the plan runs graphs with exactly one input");
   const auto& shape = inputs[0].at("shape").as_array("input shape");
@@ -268,7 +273,7 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
   output_ = tensor_id(outputs[0].as_string("output"), "outputs");
   const Tensor& o = tensors_[output_];
   output_dims_ = {o.h, o.w, o.c};
-  for (std::vector<float>& v : dequantized_) std::vector<float>().swap(v);
+  for (AlignedFloats& v : dequantized_) v = AlignedFloats();
   plan_memory();
 }
 

@@ -43,7 +43,7 @@ struct ParamView {
   bool present() const { return data || q; }
   // The values as float32: `data`, or the 8-bit values dequantized into `scratch` (float32
   // arithmetic, exactly as tinymnet.formats.tmn.QuantizedTensor.dequantize).
-  const float* floats(std::vector<float>& scratch) const;
+  const float* floats(AlignedFloats& scratch) const;
 };
 using ParamMap = std::map<std::string, ParamView>;
 
@@ -82,6 +82,7 @@ class Plan {
   void plan_memory();
   float* at(int t);
 
+  WeightPool weights_;  // packed weights and the arena (declared first: freed last)
   std::vector<Tensor> tensors_;
   std::map<std::string, int> names_;
   std::vector<std::unique_ptr<Step>> steps_;
@@ -92,7 +93,7 @@ class Plan {
   AlignedFloats arena_;
   ThreadPool pool_;
   std::mutex run_mutex_;
-  std::vector<float> dequantized_[4];  // 8-bit params of the node being packed (construction only)
+  AlignedFloats dequantized_[4];  // 8-bit params of the node being packed (construction only)
   const float* current_input_ = nullptr;
 };
 
