@@ -47,8 +47,8 @@ class Model:
 
     @property
     def graph(self) -> Graph:
-        """The model's graph (as stored in its file: for bundled and converted models, the
-        optimised graph the plan runs)."""
+        """The model's graph as stored in its file (for the bundled models, the optimised
+        graph the plan runs), read on first use when the C++ reader built the plan."""
         if self._graph is None:
             from .formats.tmn import load_tmn
 

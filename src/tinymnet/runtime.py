@@ -10,7 +10,7 @@ runs the same graph for checking and debugging.
 
 ``CompiledModel.from_tmn`` builds the plan straight from a mapped ``.tmn`` file whose graph
 was stored already optimised: no passes, no Python copy of the weights (8-bit weights are
-dequantized by the C++ packing), so loading costs about one inference.
+dequantized by the C++ packing): loading is the checksum and the weight packing.
 """
 from __future__ import annotations
 
