@@ -91,6 +91,22 @@ def test_bundled_model_contents(name):
     assert entry["macs"] == t["macs"] and entry["params"] == t["params"]
 
 
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_bundled_models_load_by_the_fast_path(name):
+    """Stored optimised: load builds the plan from the mapped file (no passes, no Python copy
+    of the weights) and computes exactly what compiling the Python graph computes."""
+    from tinymnet.formats.tmn import load_tmn
+    from tinymnet.runtime import compile_graph
+
+    assert "optimized" in read_tmn_header(bundled_path(name))
+    model = tinymnet.load(name, threads=1)
+    assert model._compiled.graph is None and model._graph is None
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), compile_graph(load_tmn(bundled_path(name)).graph,
+                                                          threads=1)(x))
+    assert model.graph.meta["label_offset"] == 1  # read on first use
+
+
 def test_imagenet_labels():
     labels = imagenet_labels()
     assert len(labels) == 1000 and labels[285] == "Egyptian cat" and labels[933] == "cheeseburger"

@@ -132,3 +132,72 @@ def test_model_input_errors(saved):
         model(np.zeros((1, 64, 64, 3), np.float32), layout="HWC")
     with pytest.raises(ValueError, match="float32"):
         model(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimised graphs: tinymnet.load builds the plan straight from the mapped file (C++ reader)
+
+
+def test_optimized_file_loads_by_the_cpp_reader(tmp_path, small_graph):
+    from tinymnet.bundled import read_tmn_header
+    from tinymnet.passes import optimize
+    from tinymnet.runtime import compile_graph
+
+    quant = {k: quantize_per_channel(v) for k, v in small_graph.params.items() if v.ndim >= 2}
+    path = tmp_path / "o.tmn"
+    save_tmn(path, small_graph, labels=[f"c{i}" for i in range(10)], preprocess={"size": 64},
+             provenance={"source": "test", "scale": 1.0}, quantized=quant, optimize=True)
+    header = read_tmn_header(path)
+    assert header["optimized"] == {"output_shape": [None, 10]}
+    assert not any(n["op"] == "batchnorm" for n in header["graph"]["nodes"])
+    # weights a pass left alone stay 8-bit; a conv that absorbed a BatchNorm is float32 now
+    opt = optimize(small_graph)
+    dtypes = {k: header["tensors"][k]["dtype"] for k in opt.params if k in quant}
+    kept = {k for k in dtypes if opt.params[k] is small_graph.params[k]}
+    assert kept and len(kept) < len(dtypes)
+    assert all(dtypes[k] == ("uint8" if k in kept else "float32") for k in dtypes)
+
+    model = tinymnet.load(path, threads=1)
+    assert model._compiled.graph is None  # the fast path: no Python graph, no passes
+    assert model.labels[9] == "c9" and model.preprocess == {"size": 64}
+    assert model.provenance == {"source": "test", "scale": 1.0}
+    assert isinstance(model.preprocess["size"], int)
+    assert isinstance(model.provenance["scale"], float)  # as json.loads reads it
+    assert model.input_shape == (64, 64, 3)
+    x = np.random.default_rng(2).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    slow = compile_graph(load_tmn(path).graph, threads=1)  # Python reader, dequantized there
+    np.testing.assert_array_equal(model(x), slow(x))
+    ref = run_reference(small_graph, x)
+    assert np.max(np.abs(model(x) - ref)) <= 0.1 * np.max(np.abs(ref))  # 8-bit weights
+    # the graph is read from the file on first use
+    assert [n.name for n in model.graph.nodes] == [n["name"] for n in header["graph"]["nodes"]]
+
+
+def test_optimized_file_changed_after_load(tmp_path, small_graph):
+    path = tmp_path / "o.tmn"
+    save_tmn(path, small_graph, optimize=True)
+    model = tinymnet.load(path)
+    save_tmn(path, small_graph, labels=["x"] * 10, optimize=True)
+    with pytest.raises(FormatError, match="changed since the model was loaded"):
+        model.graph
+
+
+@pytest.mark.parametrize("n_labels", [0, 1, 2, 3, 5, 17, 100])
+def test_cpp_reader_checksum_agrees_with_zlib(tmp_path, small_graph, n_labels):
+    """Files of many header lengths: the C++ CRC-32 (slicing, four streams joined) must accept
+    what zlib.crc32 wrote, and reject a flipped byte anywhere."""
+    from tinymnet import _C
+
+    path = tmp_path / "c.tmn"
+    save_tmn(path, small_graph, labels=["L" * i for i in range(n_labels)], optimize=True)
+    assert _C.TmnFile(str(path)).crc == struct.unpack_from("<I", path.read_bytes(), 40)[0]
+    size = os.path.getsize(path)
+    for offset in (70, size // 3, size - 1 - n_labels):
+        bad = tmp_path / f"bad{offset}.tmn"
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 0x10
+        bad.write_bytes(bytes(data))
+        with pytest.raises(ValueError, match="checksum"):
+            _C.TmnFile(str(bad))
+        with pytest.raises(FormatError, match=r"checksum"):
+            tinymnet.load(bad)

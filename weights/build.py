@@ -97,8 +97,9 @@ def build_one(name: str, spec: dict, fixtures: Path, labels, out: Path) -> dict:
         licence=spec["licence"], sha256=sha256_file(src),
         labels="ImageNet-1k, 1000 classes from google-coral/test_data imagenet_labels.txt "
                "(background dropped)")
+    # Stored optimised (BN folded, activations fused): load builds the plan straight from it.
     save_tmn(out, graph, labels=list(labels), preprocess=imp.preprocess, provenance=provenance,
-             quantized=imp.quantized or None)
+             quantized=imp.quantized or None, optimize=True)
     t = info_totals(graph)
     h, w = imp.preprocess["input_size"]
     return {

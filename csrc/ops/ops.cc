@@ -1,5 +1,7 @@
 #include "ops/ops.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstring>
 #include <new>
@@ -24,11 +26,56 @@ std::pair<int32_t, int32_t> same_pads(int32_t size, int32_t k, int32_t s) {
 
 }  // namespace
 
-AlignedFloats::AlignedFloats(int64_t count) : size_(count) {
-  const size_t bytes = ((static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(float)) + 63) &
-                       ~static_cast<size_t>(63);
-  data_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-  if (!data_) throw std::bad_alloc();
+namespace {
+
+constexpr size_t kHugePage = size_t{2} << 20;
+thread_local WeightPool* current_pool = nullptr;
+
+size_t aligned_bytes(int64_t count) {
+  return ((static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(float)) + 63) &
+         ~static_cast<size_t>(63);
+}
+
+// `bytes` at a 2 MiB boundary when that large, whole huge pages advised as such (Linux;
+// elsewhere, or with THP off, plain pages: only slower to touch the first time).
+void* alloc_big(size_t bytes) {
+  void* p = nullptr;
+  if (posix_memalign(&p, bytes >= kHugePage ? kHugePage : 64, bytes) != 0) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  if (bytes >= kHugePage) madvise(p, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);
+#endif
+  return p;
+}
+
+}  // namespace
+
+WeightPool::~WeightPool() {
+  for (void* c : chunks_) std::free(c);
+}
+
+float* WeightPool::allocate(int64_t count) {
+  const size_t bytes = aligned_bytes(count);
+  if (bytes > left_) {  // a new chunk; the rest of the old one is never touched
+    const size_t chunk = std::max(bytes, size_t{8} << 20);
+    chunks_.push_back(alloc_big(chunk));
+    next_ = static_cast<char*>(chunks_.back()), left_ = chunk;
+  }
+  float* p = reinterpret_cast<float*>(next_);
+  next_ += bytes, left_ -= bytes;
+  return p;
+}
+
+WeightPoolScope::WeightPoolScope(WeightPool* pool) : previous_(current_pool) { current_pool = pool; }
+WeightPoolScope::~WeightPoolScope() { current_pool = previous_; }
+
+AlignedFloats::AlignedFloats(int64_t count, bool heap) : size_(count) {
+  if (current_pool && !heap) {
+    data_ = std::unique_ptr<float[], FreeUnlessPooled>(current_pool->allocate(count),
+                                                       FreeUnlessPooled{true});
+    return;
+  }
+  data_ = std::unique_ptr<float[], FreeUnlessPooled>(
+      static_cast<float*>(alloc_big(aligned_bytes(count))), FreeUnlessPooled{false});
 }
 
 WindowGeometry window_geometry(int32_t h, int32_t w, int32_t kh, int32_t kw, int32_t sh,
@@ -109,8 +156,10 @@ Conv2d::Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin
     return;
   }
   const int32_t nr = table_->gemm_nr;
-  const bool pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && !pad.same &&
-                         pad.top == 0 && pad.bottom == 0 && pad.left == 0 && pad.right == 0;
+  // A 1x1 stride-1 window pads nothing under TF SAME either: TF models' 1x1 convs are GEMMs.
+  const bool pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 &&
+                         (pad.same || (pad.top == 0 && pad.bottom == 0 && pad.left == 0 &&
+                                       pad.right == 0));
   kind_ = pointwise ? Kind::pointwise : Kind::direct;
   const int32_t k = kh * kw * cin;
   packed_ = AlignedFloats(gemm_packed_floats(k, cout, nr));

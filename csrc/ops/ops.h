@@ -13,20 +13,56 @@
 
 namespace tmn {
 
-// 64-byte aligned float storage for packed weights and scratch.
+// Where a compiled plan's packed weights and arena live: a few large 2 MiB-aligned chunks
+// advised as transparent huge pages, handed out by bump allocation and freed together.
+// Loading a model is mostly first writes to fresh memory; with 4 KiB pages a page fault
+// per 4 KiB cost more than the packing itself (one fault per 2 MiB instead).
+class WeightPool {
+ public:
+  WeightPool() = default;
+  WeightPool(const WeightPool&) = delete;
+  WeightPool& operator=(const WeightPool&) = delete;
+  ~WeightPool();
+  float* allocate(int64_t count);  // 64-byte aligned
+
+ private:
+  std::vector<void*> chunks_;
+  char* next_ = nullptr;
+  size_t left_ = 0;
+};
+
+// While alive, AlignedFloats created on this thread come from `pool` (null: the heap).
+class WeightPoolScope {
+ public:
+  explicit WeightPoolScope(WeightPool* pool);
+  ~WeightPoolScope();
+  WeightPoolScope(const WeightPoolScope&) = delete;
+  WeightPoolScope& operator=(const WeightPoolScope&) = delete;
+
+ private:
+  WeightPool* previous_;
+};
+
+// Frees heap storage; storage owned by a WeightPool is freed with the pool.
+struct FreeUnlessPooled {
+  bool pooled;
+  void operator()(float* p) const {
+    if (!pooled) std::free(p);
+  }
+};
+
+// 64-byte aligned float storage for packed weights and scratch (from the current
+// WeightPool if one is in scope; `heap` = true forces the heap, for short-lived buffers).
 class AlignedFloats {
  public:
   AlignedFloats() = default;
-  explicit AlignedFloats(int64_t count);
+  explicit AlignedFloats(int64_t count, bool heap = false);
   float* data() { return data_.get(); }
   const float* data() const { return data_.get(); }
   int64_t size() const { return size_; }
 
  private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float[], Free> data_;
+  std::unique_ptr<float[], FreeUnlessPooled> data_{nullptr, FreeUnlessPooled{false}};
   int64_t size_ = 0;
 };
 

@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -13,6 +14,7 @@
 #include "runtime/json.h"
 #include "runtime/plan.h"
 #include "runtime/threadpool.h"
+#include "runtime/tmn_reader.h"
 
 namespace py = pybind11;
 using namespace tmn;
@@ -278,6 +280,13 @@ class PyPlan {
     require(threads >= 1, "threads must be >= 1");
     plan_ = std::make_unique<Plan>(graph, views, threads, current_isa(), fuse_chains);
   }
+  // Straight from a mapped .tmn file (its graph already optimised): 8-bit weights are
+  // dequantized while packing, no float32 copy of the model ever exists.
+  PyPlan(const TmnFile& file, int threads, bool fuse_chains) {
+    require(threads >= 1, "threads must be >= 1");
+    py::gil_scoped_release release;
+    plan_ = std::make_unique<Plan>(file.graph(), file.params(), threads, current_isa(), fuse_chains);
+  }
   std::vector<int64_t> input_dims() const { return plan_->input_dims(); }
   std::vector<int64_t> output_dims() const { return plan_->output_dims(); }
   int64_t arena_bytes() const { return plan_->arena_bytes(); }
@@ -301,6 +310,31 @@ class PyPlan {
  private:
   std::unique_ptr<Plan> plan_;
 };
+
+// A JSON header value as Python objects (dict, list, str, float / int, bool, None).
+py::object to_python(const json::Value& v) {
+  switch (v.type()) {
+    case json::Value::Type::null: return py::none();
+    case json::Value::Type::boolean: return py::bool_(v.as_bool());
+    case json::Value::Type::number: {
+      const double d = v.as_number();
+      if (v.is_integer_literal() && std::abs(d) < 9.2e18) return py::int_(static_cast<int64_t>(d));
+      return py::float_(d);
+    }
+    case json::Value::Type::string: return py::str(v.as_string());
+    case json::Value::Type::array: {
+      py::list out;
+      for (const json::Value& x : v.as_array()) out.append(to_python(x));
+      return std::move(out);
+    }
+    case json::Value::Type::object: {
+      py::dict out;
+      for (const auto& [k, x] : v.as_object()) out[py::str(k)] = to_python(x);
+      return std::move(out);
+    }
+  }
+  return py::none();
+}
 
 // ---------------------------------------------------------------- free functions
 
@@ -427,6 +461,19 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("arena_bytes", &PyPlan::arena_bytes)
       .def_property_readonly("threads", &PyPlan::threads)
       .def("run", &PyPlan::run, py::arg("x"), py::arg("out"));
+  py::class_<TmnFile>(m, "TmnFile")
+      .def(py::init<const std::string&, bool>(), py::arg("path"), py::arg("verify") = true,
+           py::call_guard<py::gil_scoped_release>(),
+           "Maps a .tmn file and checks its sizes and CRC-32 (ValueError naming the file).")
+      .def("header", [](const TmnFile& f, const std::string& key) {
+             const json::Value* v = f.header().find(key);
+             return v ? to_python(*v) : py::object(py::none());
+           }, py::arg("key"), "One top-level entry of the JSON header (None if absent).")
+      .def_property_readonly("crc", &TmnFile::stored_crc)
+      .def("plan", [](const TmnFile& f, int threads, bool fuse_chains) {
+             return new PyPlan(f, threads, fuse_chains);
+           }, py::arg("threads"), py::arg("fuse_chains"),
+           "A Plan of the stored graph (which must already be optimised).");
   m.def("default_threads", &ThreadPool::default_threads,
         "Physical cores of this machine (the default thread count of a model).");
 

@@ -69,7 +69,13 @@ class Parser {
       case 't': literal("true"), v.type_ = Value::Type::boolean, v.bool_ = true; break;
       case 'f': literal("false"), v.type_ = Value::Type::boolean, v.bool_ = false; break;
       case 'n': literal("null"); break;
-      default: v.type_ = Value::Type::number, v.number_ = parse_number(); break;
+      default: {
+        const size_t start = pos_;
+        v.type_ = Value::Type::number, v.number_ = parse_number();
+        v.integer_ = true;
+        for (size_t i = start; i < pos_; ++i) v.integer_ = v.integer_ && s_[i] != '.' && s_[i] != 'e' && s_[i] != 'E';
+        break;
+      }
     }
     return v;
   }

@@ -26,6 +26,8 @@ class Value {
   bool is_string() const { return type_ == Type::string; }
   bool is_array() const { return type_ == Type::array; }
   bool is_object() const { return type_ == Type::object; }
+  // A number written without fraction or exponent ("3", not "3.0"): Python's json makes it an int.
+  bool is_integer_literal() const { return integer_; }
 
   // Typed accessors throw std::invalid_argument naming `what` when the type is wrong.
   bool as_bool(const char* what = "value") const;
@@ -44,6 +46,7 @@ class Value {
   friend class Parser;
   Type type_ = Type::null;
   bool bool_ = false;
+  bool integer_ = false;
   double number_ = 0.0;
   std::string string_;
   std::vector<Value> array_;

@@ -77,9 +77,10 @@ const ParamView& param(const ParamMap& params, const json::Value& node, const ch
   return it->second;
 }
 
-// The Conv2d op of a conv2d node whose input has `cin` channels.
+// The Conv2d op of a conv2d node whose input has `cin` channels (8-bit weights are
+// dequantized into scratch[0..1] on the way).
 std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& params, int32_t cin_in,
-                                  Isa isa) {
+                                  Isa isa, AlignedFloats* scratch) {
   const json::Value& attrs = node.at("attrs");
   const ParamView& w = param(params, node, "weight");
   const ParamView& b = param(params, node, "bias", true);
@@ -89,8 +90,8 @@ std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& param
   const int32_t cout = w.shape[0], cin = w.shape[1] * groups;
   require(cin == cin_in, "input has " + std::to_string(cin_in) + " channels, weight expects " +
                              std::to_string(cin));
-  require(!b.data || b.size() == cout, "bias size does not match the weight");
-  return std::make_shared<Conv2d>(w.data, b.data, cout, cin, w.shape[2], w.shape[3], stride.first,
+  require(!b.present() || b.size() == cout, "bias size does not match the weight");
+  return std::make_shared<Conv2d>(w.floats(scratch[0]), b.floats(scratch[1]), cout, cin, w.shape[2], w.shape[3], stride.first,
                                   stride.second, padding_attr(attrs.at("padding")), groups,
                                   activation_attr(attrs), isa);
 }
@@ -140,6 +141,23 @@ int64_t ParamView::size() const {
   return n;
 }
 
+const float* ParamView::floats(AlignedFloats& scratch) const {
+  if (!q) return data;
+  const int64_t n = size(), run = q_channels == 1 ? n : q_inner;  // elements sharing a scale
+  if (scratch.size() < n) scratch = AlignedFloats(n, /*heap=*/true);
+  float* out = scratch.data();
+  for (int64_t i0 = 0, ch = 0; i0 < n; i0 += run, ch = (ch + 1) % q_channels) {
+    const float s = scale[ch], z = static_cast<float>(zero_point[ch]);
+    const int64_t end = std::min(n, i0 + run);
+    if (q_signed) {
+      for (int64_t i = i0; i < end; ++i) out[i] = (static_cast<float>(static_cast<int8_t>(q[i])) - z) * s;
+    } else {
+      for (int64_t i = i0; i < end; ++i) out[i] = (static_cast<float>(q[i]) - z) * s;
+    }
+  }
+  return out;
+}
+
 // One executable step: reads tensors `in`, writes tensor `out`, may be split over rows.
 struct Plan::Step {
   std::string name;
@@ -162,6 +180,11 @@ constexpr size_t kMaxChain = 3;
 Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa isa,
            bool fuse_chains)
     : isa_(isa), pool_(std::max(1, threads)) {
+  WeightPoolScope scope(&weights_);  // every op's packed weights, then the arena
+  int64_t widest = 0;  // 8-bit param: dequantized one at a time into one buffer
+  for (const auto& [name, p] : params)
+    if (p.q) widest = std::max(widest, p.size());
+  if (widest) dequantized_[0] = AlignedFloats(widest, /*heap=*/true);
   const auto& inputs = graph.at("inputs").as_array("inputs");
   require(inputs.size() == 1, "the plan runs graphs with exactly one input");
   const auto& shape = inputs[0].at("shape").as_array("input shape");
@@ -250,6 +273,7 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
   output_ = tensor_id(outputs[0].as_string("output"), "outputs");
   const Tensor& o = tensors_[output_];
   output_dims_ = {o.h, o.w, o.c};
+  for (AlignedFloats& v : dequantized_) v = AlignedFloats();
   plan_memory();
 }
 
@@ -285,7 +309,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
   y.alias_of = -1;
 
   if (op == "conv2d") {
-    auto conv = make_conv(node, params, x.c, isa_);
+    auto conv = make_conv(node, params, x.c, isa_, dequantized_);
     const int32_t cout = conv->cout();
     const WindowGeometry g = conv->geometry(x.h, x.w);
     y.h = g.out_h, y.w = g.out_w, y.c = cout;
@@ -308,8 +332,9 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     require(w.shape.size() == 2, "linear weight must be 2-D");
     require(x.floats() == w.shape[1], "input has " + std::to_string(x.floats()) +
                                           " features, weight expects " + std::to_string(w.shape[1]));
-    require(!b.data || b.size() == w.shape[0], "bias size does not match the weight");
-    auto fc = std::make_shared<Linear>(w.data, b.data, w.shape[0], w.shape[1],
+    require(!b.present() || b.size() == w.shape[0], "bias size does not match the weight");
+    auto fc = std::make_shared<Linear>(w.floats(dequantized_[0]), b.floats(dequantized_[1]),
+                                       w.shape[0], w.shape[1],
                                        activation_attr(attrs), isa_);
     y.h = 1, y.w = 1, y.c = w.shape[0];
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
@@ -323,8 +348,11 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     const ParamView& b2 = param(params, node, "b2", true);
     const int64_t s = w1.shape.at(0);
     require(w1.size() == s * x.c && w2.size() == s * x.c, "SE weights do not match the input");
-    require((!b1.data || b1.size() == s) && (!b2.data || b2.size() == x.c), "SE bias sizes");
-    auto se = std::make_shared<SqueezeExcite>(w1.data, b1.data, w2.data, b2.data, x.c, s,
+    require((!b1.present() || b1.size() == s) && (!b2.present() || b2.size() == x.c),
+            "SE bias sizes");
+    auto se = std::make_shared<SqueezeExcite>(w1.floats(dequantized_[0]), b1.floats(dequantized_[1]),
+                                              w2.floats(dequantized_[2]), b2.floats(dequantized_[3]),
+                                              x.c, s,
                                               named_activation(attrs, "inner"),
                                               named_activation(attrs, "gate"), isa_);
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
@@ -361,13 +389,17 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     // A BatchNorm no conv could absorb (or an importer's per-channel affine): y = x*scale + shift.
     const ParamView* p4[4] = {&param(params, node, "gamma"), &param(params, node, "beta"),
                               &param(params, node, "mean"), &param(params, node, "var")};
-    for (const ParamView* pv : p4) require(pv->size() == x.c, "batchnorm params must have C values");
+    const float* v4[4];
+    for (int i = 0; i < 4; ++i) {
+      require(p4[i]->size() == x.c, "batchnorm params must have C values");
+      v4[i] = p4[i]->floats(dequantized_[i]);
+    }
     const double eps = attrs.at("eps").as_number("eps");
     auto affine = std::make_shared<std::vector<float>>(2 * static_cast<size_t>(x.c));
     for (int32_t ch = 0; ch < x.c; ++ch) {
-      const double inv = p4[0]->data[ch] / std::sqrt(static_cast<double>(p4[3]->data[ch]) + eps);
+      const double inv = v4[0][ch] / std::sqrt(static_cast<double>(v4[3][ch]) + eps);
       (*affine)[ch] = static_cast<float>(inv);
-      (*affine)[x.c + ch] = static_cast<float>(p4[1]->data[ch] - p4[2]->data[ch] * inv);
+      (*affine)[x.c + ch] = static_cast<float>(v4[1][ch] - v4[2][ch] * inv);
     }
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     const Tensor xs = x;
@@ -531,7 +563,7 @@ void Plan::add_chain(const std::vector<const json::Value*>& nodes, const ParamMa
   Tensor cur = tensors_[step->in[0]];
   for (const json::Value* node : nodes) {
     Level l{};
-    l.conv = make_conv(*node, params, cur.c, isa_);
+    l.conv = make_conv(*node, params, cur.c, isa_, dequantized_);
     const WindowGeometry g = l.conv->geometry(cur.h, cur.w);
     l.in_h = cur.h, l.in_w = cur.w, l.in_c = cur.c;
     l.out_h = g.out_h, l.out_w = g.out_w, l.out_c = l.conv->cout(), l.pad_top = g.pad_top;

@@ -26,12 +26,24 @@
 
 namespace tmn {
 
-// A float32 parameter: pointer and shape (the caller keeps the data alive while the plan is
-// built; ops copy what they need when they pack).
+// A parameter: float32 values, or 8-bit weights dequantized only while the plan packs them
+// (real = (q - zero_point[c]) * scale[c], c the index along the quantization axis). The
+// caller keeps the data alive while the plan is built; ops copy what they need when they pack.
 struct ParamView {
-  const float* data = nullptr;
+  const float* data = nullptr;  // float32 values (null for 8-bit weights)
   std::vector<int64_t> shape;
+  const uint8_t* q = nullptr;   // 8-bit values (uint8, or int8 when q_signed)
+  bool q_signed = false;
+  const float* scale = nullptr;         // q_channels values
+  const int32_t* zero_point = nullptr;  // q_channels values
+  int64_t q_channels = 1;  // 1: one scale for the whole tensor
+  int64_t q_inner = 1;     // elements after the axis: element i has channel (i / q_inner) % q_channels
+
   int64_t size() const;
+  bool present() const { return data || q; }
+  // The values as float32: `data`, or the 8-bit values dequantized into `scratch` (float32
+  // arithmetic, exactly as tinymnet.formats.tmn.QuantizedTensor.dequantize).
+  const float* floats(AlignedFloats& scratch) const;
 };
 using ParamMap = std::map<std::string, ParamView>;
 
@@ -81,6 +93,7 @@ class Plan {
   // Runs every step on one image; split = spread each step's rows over the pool.
   void run_image(const Frame& f, bool split, float* y);
 
+  WeightPool weights_;  // packed weights and the arena (declared first: freed last)
   std::vector<Tensor> tensors_;
   std::map<std::string, int> names_;
   std::vector<std::unique_ptr<Step>> steps_;
@@ -91,6 +104,7 @@ class Plan {
   std::vector<AlignedFloats> arenas_;  // [0] always; one per thread once a batch needs them
   ThreadPool pool_;
   std::mutex run_mutex_;
+  AlignedFloats dequantized_[4];  // 8-bit params of the node being packed (construction only)
 };
 
 }  // namespace tmn

@@ -1,5 +1,10 @@
 #include "runtime/tmn_reader.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,16 +19,54 @@ namespace tmn {
 
 namespace {
 
-struct Crc32Table {
-  uint32_t v[256];
-  Crc32Table() {
+// CRC-32 by slicing-by-8: v[k][b] is the CRC of byte b followed by k zero bytes, so 8 input
+// bytes take 8 independent table lookups instead of an 8-step dependency chain.
+struct Crc32Tables {
+  uint32_t v[8][256];
+  Crc32Tables() {
     for (uint32_t i = 0; i < 256; ++i) {
       uint32_t c = i;
       for (int k = 0; k < 8; ++k) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      v[i] = c;
+      v[0][i] = c;
     }
+    for (int k = 1; k < 8; ++k)
+      for (uint32_t i = 0; i < 256; ++i) v[k][i] = (v[k - 1][i] >> 8) ^ v[0][v[k - 1][i] & 0xFFu];
   }
 };
+
+// One 8-byte step on the inverted CRC state (little-endian words: see the top of this file).
+inline uint32_t crc_step8(const Crc32Tables& t, uint32_t state, const unsigned char* p) {
+  uint64_t x;
+  std::memcpy(&x, p, 8);
+  x ^= state;
+  return t.v[7][x & 0xFF] ^ t.v[6][(x >> 8) & 0xFF] ^ t.v[5][(x >> 16) & 0xFF] ^
+         t.v[4][(x >> 24) & 0xFF] ^ t.v[3][(x >> 32) & 0xFF] ^ t.v[2][(x >> 40) & 0xFF] ^
+         t.v[1][(x >> 48) & 0xFF] ^ t.v[0][x >> 56];
+}
+
+uint32_t crc_bytes(const Crc32Tables& t, uint32_t state, const unsigned char* p, size_t n) {
+  for (; n >= 8; n -= 8, p += 8) state = crc_step8(t, state, p);
+  for (; n > 0; --n) state = t.v[0][(state ^ *p++) & 0xFFu] ^ (state >> 8);
+  return state;
+}
+
+// a * b modulo the CRC polynomial, in the reflected bit order (bit 31 holds x^0).
+uint32_t mul_mod_p(uint32_t a, uint32_t b) {
+  uint32_t product = 0;
+  for (int i = 31; i >= 0; --i) {
+    if ((a >> i) & 1u) product ^= b;
+    b = (b & 1u) ? (b >> 1) ^ 0xEDB88320u : b >> 1;  // b *= x
+  }
+  return product;
+}
+
+// x^(8 n) modulo the polynomial: what appending n zero bytes multiplies a CRC by.
+uint32_t x_pow_8n(uint64_t n) {
+  uint32_t result = 1u << 31, power = 1u << 23;  // x^0, x^8
+  for (; n; n >>= 1, power = mul_mod_p(power, power))
+    if (n & 1u) result = mul_mod_p(power, result);
+  return result;
+}
 
 uint32_t read_u32(const unsigned char* p) {
   return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
@@ -47,38 +90,53 @@ struct TensorInfo {
 }  // namespace
 
 uint32_t crc32(const void* data, size_t size, uint32_t crc) {
-  static const Crc32Table table;
+  static const Crc32Tables tables;
   const unsigned char* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  for (size_t i = 0; i < size; ++i) crc = table.v[(crc ^ p[i]) & 0xFFu] ^ (crc >> 8);
-  return ~crc;
+  // Four interleaved streams keep the table lookups of four quarters in flight at once (one
+  // stream is bound by its dependency chain); their CRCs are then joined as zlib's
+  // crc32_combine does: crc(A + B) = crc(A) * x^(8 |B|) + crc(B).
+  const size_t quarter = size / 32 * 8;
+  uint32_t s[4] = {~crc, ~0u, ~0u, ~0u};
+  for (size_t i = 0; i < quarter; i += 8)
+    for (int j = 0; j < 4; ++j) s[j] = crc_step8(tables, s[j], p + j * quarter + i);
+  if (quarter) {
+    const uint32_t shift = x_pow_8n(quarter);
+    uint32_t joined = ~s[0];
+    for (int j = 1; j < 4; ++j) joined = mul_mod_p(shift, joined) ^ ~s[j];
+    s[0] = ~joined;
+  }
+  return ~crc_bytes(tables, s[0], p + 4 * quarter, size - 4 * quarter);
 }
+
+void TmnFile::Unmap::operator()(unsigned char* p) const { munmap(p, bytes); }
 
 void TmnFile::fail(const std::string& message) const {
   throw std::invalid_argument(path_ + ": " + message);
 }
 
 TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
-  // Read the whole file into a 64-byte aligned buffer.
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) fail(std::string("cannot open: ") + std::strerror(errno));
+  // Map the whole file read-only (page-aligned, so 64-byte aligned tensors stay aligned).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(std::string("cannot open: ") + std::strerror(errno));
   struct Closer {
-    std::FILE* f;
-    ~Closer() { std::fclose(f); }
-  } closer{f};
-  if (std::fseek(f, 0, SEEK_END) != 0) fail("cannot seek");
-  const long end = std::ftell(f);
-  if (end < 0) fail("cannot tell the file size");
-  std::rewind(f);
-  size_ = end;
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st;
+  if (::fstat(fd, &st) != 0) fail(std::string("cannot stat: ") + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) fail("not a regular file");
+  size_ = st.st_size;
   if (static_cast<uint64_t>(size_) < kFixedBytes)
     fail("file is " + std::to_string(size_) + " bytes, too short for a .tmn header");
-  const size_t alloc = (static_cast<size_t>(size_) + kAlign - 1) / kAlign * kAlign;
-  buffer_.reset(static_cast<unsigned char*>(std::aligned_alloc(kAlign, alloc)));
-  if (!buffer_) fail("cannot allocate " + std::to_string(size_) + " bytes");
-  if (std::fread(buffer_.get(), 1, static_cast<size_t>(size_), f) != static_cast<size_t>(size_))
-    fail("short read (file changed or unreadable)");
-  const unsigned char* buf = buffer_.get();
+  int flags = MAP_PRIVATE;
+#ifdef MAP_POPULATE
+  flags |= MAP_POPULATE;  // every page is read (checksum, packing): map them all at once
+#endif
+  void* mapped = ::mmap(nullptr, static_cast<size_t>(size_), PROT_READ, flags, fd, 0);
+  if (mapped == MAP_FAILED) fail(std::string("cannot map: ") + std::strerror(errno));
+  map_ = std::unique_ptr<unsigned char, Unmap>(static_cast<unsigned char*>(mapped),
+                                               Unmap{static_cast<size_t>(size_)});
+  const unsigned char* buf = map_.get();
   const uint64_t size = static_cast<uint64_t>(size_);
 
   // Fixed 64-byte header.
@@ -89,7 +147,7 @@ TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
          std::to_string(kVersion) + ")");
   const uint64_t hsize = read_u64(buf + 16), data_offset = read_u64(buf + 24),
                  data_size = read_u64(buf + 32);
-  const uint32_t stored_crc = read_u32(buf + 40);
+  const uint32_t stored_crc = crc_ = read_u32(buf + 40);
   if (hsize > kMaxHeaderBytes || data_offset % kAlign != 0 || data_offset < kFixedBytes + hsize ||
       data_offset > size || data_size > size - data_offset)
     fail("header sizes do not fit the file (" + std::to_string(size) +
@@ -188,19 +246,12 @@ TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
     // Elements are laid out as [outer][channels][inner] around `axis`.
     int64_t inner = 1;
     for (int64_t d = axis + 1; d < ndim; ++d) inner *= t.shape[d];
-    const float* scale = reinterpret_cast<const float*>(data + s.offset);
-    const int32_t* zp = reinterpret_cast<const int32_t*>(data + z.offset);
-    std::unique_ptr<float[]> out(new float[std::max<int64_t>(t.count, 1)]);
-    const unsigned char* q = data + t.offset;
-    const bool is_signed = t.dtype == "int8";
-    for (int64_t i = 0; i < t.count; ++i) {
-      const int64_t ch = s.count == 1 ? 0 : (i / inner) % channels;
-      const float qv = is_signed ? static_cast<float>(static_cast<int8_t>(q[i]))
-                                 : static_cast<float>(q[i]);
-      out[i] = (qv - static_cast<float>(zp[ch])) * scale[ch];
-    }
-    view.data = out.get();
-    owned_.push_back(std::move(out));
+    view.q = data + t.offset;
+    view.q_signed = t.dtype == "int8";
+    view.scale = reinterpret_cast<const float*>(data + s.offset);
+    view.zero_point = reinterpret_cast<const int32_t*>(data + z.offset);
+    view.q_channels = s.count;
+    view.q_inner = inner;
     params_[name] = std::move(view);
   }
 }

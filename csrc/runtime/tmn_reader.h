@@ -4,17 +4,16 @@
 //   tmn::TmnFile model("weights/mobilenet_v2_100_224_tf.tmn");
 //   tmn::Plan plan(model.graph(), model.params(), threads, tmn::best_isa());
 //
-// The whole file is read into one 64-byte aligned buffer. Float32 tensors are views into that
-// buffer (tensor offsets are 64-byte aligned); 8-bit tensors are dequantized at load into
-// owned float storage, real = (q - zero_point) * scale along `axis` (float32 arithmetic, as
-// tmn.py's QuantizedTensor.dequantize). Every size in the fixed header and in the JSON tensor
-// table is checked against the file, and the CRC-32 (zlib's) over header + data is verified;
-// anything truncated or corrupt throws std::invalid_argument naming the file.
+// The file is mapped read-only (mmap, pages read ahead), never copied: params() are views
+// into the mapping (tensor offsets are 64-byte aligned), float32 tensors as they are, 8-bit
+// tensors with their scale / zero_point, dequantized only when a Plan packs them. Every size
+// in the fixed header and in the JSON tensor table is checked against the file, and the
+// CRC-32 (zlib's) over header + data is verified; anything truncated or corrupt throws
+// std::invalid_argument naming the file. Python's tinymnet.load builds its plan this way.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,26 +36,28 @@ class TmnFile {
   explicit TmnFile(const std::string& path, bool verify_crc = true);
   TmnFile(const TmnFile&) = delete;
   TmnFile& operator=(const TmnFile&) = delete;
-  TmnFile(TmnFile&&) = default;  // params() keeps pointing at the same (heap) storage
+  TmnFile(TmnFile&&) = default;  // params() keeps pointing at the same mapping
   TmnFile& operator=(TmnFile&&) = default;
 
   const std::string& path() const { return path_; }
   const json::Value& header() const { return header_; }        // the whole JSON header
   const json::Value& graph() const { return header_.at("graph"); }
-  const ParamMap& params() const { return params_; }           // every float32 param
+  const ParamMap& params() const { return params_; }           // every param (views)
   int64_t file_bytes() const { return size_; }
+  uint32_t stored_crc() const { return crc_; }
 
  private:
-  struct Free {
-    void operator()(unsigned char* p) const { std::free(p); }
+  struct Unmap {
+    size_t bytes;
+    void operator()(unsigned char* p) const;
   };
   [[noreturn]] void fail(const std::string& message) const;
 
   std::string path_;
-  std::unique_ptr<unsigned char, Free> buffer_;
+  std::unique_ptr<unsigned char, Unmap> map_;
   int64_t size_ = 0;
+  uint32_t crc_ = 0;
   json::Value header_;
-  std::vector<std::unique_ptr<float[]>> owned_;  // dequantized tensors
   ParamMap params_;
 };
 

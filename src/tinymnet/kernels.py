@@ -123,10 +123,11 @@ def _c_padding(padding):
 class Conv2d:
     """2-D convolution with fused bias, activation and optional residual add.
 
-    groups == 1 with a 1x1 kernel, stride 1 and no padding runs the packed GEMM ("pointwise");
-    groups == in_channels == out_channels runs the depthwise kernel; a 3x3 stride-2 conv of 3
-    input channels (the MobileNets' first layer, any padding) runs the direct stem kernel
-    ("stem"); any other groups == 1 conv runs im2col + GEMM ("direct").
+    groups == 1 with a 1x1 kernel, stride 1 and no padding (or SAME, which pads nothing there)
+    runs the packed GEMM ("pointwise"); groups == in_channels == out_channels runs the
+    depthwise kernel; a 3x3 stride-2 conv of 3 input channels (the MobileNets' first layer,
+    any padding) runs the direct stem kernel ("stem"); any other groups == 1 conv runs
+    im2col + GEMM ("direct").
     """
 
     def __init__(self, weight, bias=None, stride=1, padding=0, groups=1, activation=None,

@@ -6,7 +6,7 @@ from typing import Optional
 
 from .errors import FormatError
 from .graph import Graph
-from .runtime import compile_graph
+from .runtime import CompiledModel, compile_graph
 
 
 class Model:
@@ -35,6 +35,38 @@ class Model:
         self.provenance = dict(provenance or {})
         self.path = path
         self._compiled = compile_graph(graph, threads)
+
+    @classmethod
+    def _from_file(cls, file, path: str, name: Optional[str], threads) -> Optional["Model"]:
+        """A model compiled by the C++ reader from a mapped .tmn that stores its optimised
+        graph (None otherwise); the Python graph is read from the file on first use."""
+        compiled = CompiledModel.from_tmn(file, threads)
+        if compiled is None:
+            return None
+        self = cls.__new__(cls)
+        self._graph, self._crc = None, file.crc
+        self.name, self.path, self._compiled = name, path, compiled
+        self.labels = file.header("labels")
+        self.preprocess = dict(file.header("preprocess") or {})
+        self.provenance = dict(file.header("provenance") or {})
+        return self
+
+    @property
+    def graph(self) -> Graph:
+        """The model's graph as stored in its file (for the bundled models, the optimised
+        graph the plan runs), read on first use when the C++ reader built the plan."""
+        if self._graph is None:
+            from .formats.tmn import load_tmn
+
+            tm = load_tmn(self.path)
+            if tm.crc != self._crc:
+                raise FormatError("the file changed since the model was loaded", self.path)
+            self._graph = tm.graph
+        return self._graph
+
+    @graph.setter
+    def graph(self, graph: Graph):
+        self._graph = graph
 
     @property
     def input_shape(self):
@@ -71,9 +103,8 @@ def load(model=None, threads: Optional[int] = None) -> Model:
     downloaded with ``tinymnet fetch``. ``threads``: how many threads one inference uses
     (None = the physical cores).
     """
+    from . import _C
     from .bundled import resolve
-    from .formats.detect import detect_format
-    from .formats.tmn import load_tmn
 
     path = resolve(model)
     name = None if model is None or os.path.exists(os.fspath(model)) else os.fspath(model)
@@ -81,6 +112,23 @@ def load(model=None, threads: Optional[int] = None) -> Model:
         from .bundled import default_model
 
         name = default_model()
+    # Fast path: a .tmn that stores its optimised graph is mapped, checked (sizes, CRC-32) and
+    # packed by C++ alone. Anything else, or any problem with the file, takes the full reader,
+    # which says what is wrong.
+    try:
+        file = _C.TmnFile(path)
+    except ValueError:
+        file = None
+    if file is not None:
+        try:
+            m = Model._from_file(file, path, name, threads)
+        except ValueError:  # a graph the plan refuses: the full reader names the problem
+            m = None
+        if m is not None:
+            return m
+    from .formats.detect import detect_format
+    from .formats.tmn import load_tmn
+
     kind = detect_format(path)
     if kind != "tmn":
         raise FormatError(f"this is a {kind} file; convert it first: "

@@ -7,6 +7,10 @@ weights, plans one activation arena and runs every step in C++ with the GIL rele
 band of output rows, so the expanded tensors never exist whole (MobileNetV2-224: 1.3 MiB of
 activations instead of 5.7). The NumPy executor (:func:`tinymnet.graph.run_reference`)
 runs the same graph for checking and debugging.
+
+``CompiledModel.from_tmn`` builds the plan straight from a mapped ``.tmn`` file whose graph
+was stored already optimised: no passes, no Python copy of the weights (8-bit weights are
+dequantized by the C++ packing): loading is the checksum and the weight packing.
 """
 from __future__ import annotations
 
@@ -49,6 +53,26 @@ class CompiledModel:
         self._plan = _C.Plan(json.dumps(graph_to_dict(self.graph)), params,
                              _check_threads(threads), bool(fuse_blocks))
         self.isa = _C.isa()
+
+    @classmethod
+    def from_tmn(cls, file, threads: Optional[int] = None,
+                 fuse_blocks: bool = True) -> Optional["CompiledModel"]:
+        """The plan of a ``_C.TmnFile`` whose header says its graph is stored optimised, or
+        None if it does not (or if its ``optimized`` entry disagrees with the plan).
+        ``graph`` and ``input_name`` are then None: the graph stays in the file."""
+        opt = file.header("optimized")
+        if not isinstance(opt, dict) or not isinstance(opt.get("output_shape"), list):
+            return None
+        self = cls.__new__(cls)
+        self._plan = file.plan(_check_threads(threads), bool(fuse_blocks))
+        self.graph = self.input_name = None
+        self.input_shape = (None, *self._plan.input_dims)
+        self.output_shape = (None, *opt["output_shape"][1:])
+        if (not all(isinstance(d, int) and d > 0 for d in self.output_shape[1:])
+                or int(np.prod(self.output_shape[1:])) != int(np.prod(self._plan.output_dims))):
+            return None
+        self.isa = _C.isa()
+        return self
 
     @property
     def threads(self) -> int:

@@ -18,7 +18,11 @@ The JSON header holds ``graph`` (the op list with every attribute, from
 :func:`tinymnet.graph.graph_to_dict`), ``tensors`` (name -> dtype, shape, offset, nbytes and,
 for 8-bit weights, the names of their per-channel ``scale`` / ``zero_point`` tensors and the
 channel ``axis``), ``labels`` (class names or null), ``preprocess`` (the input recipe) and
-``provenance`` (where the weights came from). Tensors are stored in the graph's canonical
+``provenance`` (where the weights came from) and, when the stored graph is already the one
+``tinymnet.load`` compiles (:func:`tinymnet.passes.optimize` ran before saving),
+``optimized``: ``{"output_shape": [null, ...]}`` (the output's shape); ``load`` then builds the
+C++ plan straight from the mapped file, without the graph passes and without a float32 copy of
+8-bit weights (older readers ignore the key). Tensors are stored in the graph's canonical
 layouts: conv weights (Cout, Cin/groups, KH, KW), linear (out, in), float32, or uint8/int8 with
 ``real = (q - zero_point) * scale`` along ``axis``. Float32 tensors are read through mmap
 without a copy; 8-bit tensors are dequantized at load.
@@ -87,6 +91,7 @@ class TmnModel:
     preprocess: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     path: Optional[str] = None
+    crc: Optional[int] = None  # the CRC-32 stored in (and checked against) the file
 
 
 def _align(n: int) -> int:
@@ -94,12 +99,28 @@ def _align(n: int) -> int:
 
 
 def save_tmn(path, graph, *, labels=None, preprocess=None, provenance=None,
-             quantized: Optional[Mapping[str, QuantizedTensor]] = None) -> None:
+             quantized: Optional[Mapping[str, QuantizedTensor]] = None,
+             optimize: bool = False) -> None:
     """Write `graph` (params as float32) to `path`; params named in `quantized` are stored as
-    8 bits instead (their float value in the graph is ignored)."""
-    from ..graph import graph_to_dict
+    8 bits instead (their float value in the graph is ignored).
+
+    ``optimize``: store the graph after :func:`tinymnet.passes.optimize` (BN folded,
+    activations and residual adds fused), marked ``optimized`` in the header, so
+    ``tinymnet.load`` skips the passes. An 8-bit weight a pass rewrote (a folded BatchNorm)
+    is stored as float32."""
+    from ..graph import graph_to_dict, infer_shapes
 
     quantized = dict(quantized or {})
+    extra = {}
+    if optimize:
+        from ..passes import optimize as run_passes
+
+        opt = run_passes(graph)
+        # Passes share the arrays they leave alone: those weights are still the 8-bit ones.
+        quantized = {k: q for k, q in quantized.items()
+                     if k in opt.params and opt.params[k] is graph.params.get(k)}
+        extra["optimized"] = {"output_shape": list(infer_shapes(opt)[opt.outputs[0]])}
+        graph = opt
     gdict = graph_to_dict(graph)
     blobs = []  # (name, array) in data order
     tensors: Dict[str, dict] = {}
@@ -133,7 +154,7 @@ def save_tmn(path, graph, *, labels=None, preprocess=None, provenance=None,
 
     header = json.dumps({
         "graph": gdict, "tensors": tensors, "labels": labels,
-        "preprocess": preprocess or {}, "provenance": provenance or {},
+        "preprocess": preprocess or {}, "provenance": provenance or {}, **extra,
     }, separators=(",", ":"), sort_keys=True).encode("utf-8")
     data_offset = _align(_FIXED.size + len(header))
     data = bytearray(_align(offset) if offset else 0)
@@ -235,4 +256,4 @@ def load_tmn(path, verify: bool = True) -> TmnModel:
     except (GraphError, KeyError, TypeError, ValueError) as e:
         raise FormatError(f"the stored graph is invalid: {e}", path) from None
     return TmnModel(graph, header.get("labels"), header.get("preprocess") or {},
-                    header.get("provenance") or {}, path)
+                    header.get("provenance") or {}, path, crc)
