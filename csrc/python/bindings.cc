@@ -296,6 +296,18 @@ class PyPlan {
     py::gil_scoped_release release;
     plan_->run(xp, batch, yp);
   }
+  std::vector<std::string> step_names() const { return plan_->step_names(); }
+  // Seconds each step took in total over `repeats` runs of the first image of x.
+  std::vector<double> profile(const py::object& x, int repeats) {
+    auto xb = float_buffer(x, "x", 4, false);
+    const auto& in = plan_->input_dims();
+    require(xb.shape[0] >= 1 && xb.shape[1] == in[0] && xb.shape[2] == in[1] && xb.shape[3] == in[2],
+            "x has the wrong image shape");
+    require(repeats >= 1, "repeats must be >= 1");
+    const float* xp = static_cast<const float*>(xb.ptr);
+    py::gil_scoped_release release;
+    return plan_->profile(xp, repeats);
+  }
 
  private:
   std::unique_ptr<Plan> plan_;
@@ -425,6 +437,8 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("output_dims", &PyPlan::output_dims)
       .def_property_readonly("arena_bytes", &PyPlan::arena_bytes)
       .def_property_readonly("threads", &PyPlan::threads)
+      .def_property_readonly("step_names", &PyPlan::step_names)
+      .def("profile", &PyPlan::profile, py::arg("x"), py::arg("repeats"))
       .def("run", &PyPlan::run, py::arg("x"), py::arg("out"));
   m.def("default_threads", &ThreadPool::default_threads,
         "Physical cores of this machine (the default thread count of a model).");
