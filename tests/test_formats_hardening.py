@@ -3,7 +3,10 @@ nothing else: missing/empty/random files, truncated and bit-flipped copies of re
 and files of another format."""
 from __future__ import annotations
 
+import json
+import struct
 import time
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -22,13 +25,15 @@ from tinymnet.formats import (
     read_keras_model_config,
     save_safetensors,
 )
+from tinymnet.formats.tmn import load_tmn
 
 try:
     from _fixtures import fixtures_dir
-    from test_formats_pth import make_zip_pth
+    from test_formats_pth import make_legacy, make_zip, make_zip_pth, pickled_dict, pickled_tensor
 except ImportError:  # tests/ made a package
     from ._fixtures import fixtures_dir
-    from .test_formats_pth import make_zip_pth
+    from .test_formats_pth import (make_legacy, make_zip, make_zip_pth, pickled_dict,
+                                   pickled_tensor)
 
 READERS = {
     "detect_format": detect_format,
@@ -172,3 +177,217 @@ def test_wrong_reader_for_valid_file(tmp_path, sources, kind):
             assert ok, f"{name} failed on a valid {kind} file"
         else:
             assert not ok, f"{name} accepted a {kind} file"
+
+
+# ---------------------------------------------------------------------------------------
+# size fields declaring 2**60 bytes: refused from the header, before anything is allocated
+
+HUGE = 1 << 60
+
+
+def _tmn_file(path, header: dict, data_size=0, fixed_data_size=None):
+    """A .tmn with a hand-written JSON header and a valid checksum (a hostile file can
+    always compute one)."""
+    hdr = json.dumps(header).encode()
+    data_offset = (64 + len(hdr) + 63) // 64 * 64
+    data = b"\0" * data_size
+    crc = zlib.crc32(data, zlib.crc32(hdr)) & 0xFFFFFFFF
+    fixed = struct.pack("<8sIIQQQI20x", b"TINYMNET", 1, 0, len(hdr), data_offset,
+                        data_size if fixed_data_size is None else fixed_data_size, crc)
+    path.write_bytes(fixed + hdr + b"\0" * (data_offset - 64 - len(hdr)) + data)
+
+
+def _huge_tmn_data_size(p):
+    _tmn_file(p, {"graph": {}, "tensors": {}}, fixed_data_size=HUGE)
+    return load_tmn, "header sizes do not fit"
+
+
+def _huge_tmn_tensor(p):
+    _tmn_file(p, {"graph": {}, "tensors": {"w": {"dtype": "float32", "shape": [1 << 58],
+                                                 "offset": 0, "nbytes": HUGE}}}, 64)
+    return load_tmn, "outside the file's data"
+
+
+def _huge_safetensors_header(p):
+    p.write_bytes(struct.pack("<Q", HUGE) + b"{}")
+    return load_safetensors, "header claims"
+
+
+def _huge_safetensors_tensor(p):
+    hdr = json.dumps({"w": {"dtype": "F32", "shape": [1 << 58],
+                            "data_offsets": [0, HUGE]}}).encode()
+    p.write_bytes(struct.pack("<Q", len(hdr)) + hdr + b"\0" * 8)
+    return load_safetensors, "runs past the end"
+
+
+def _huge_pth_storage(p, layout):
+    main = pickled_dict([("w", pickled_tensor("0", HUGE, 0, (HUGE,), (1,),
+                                              legacy=layout == "legacy"))])
+    storages = [("0", HUGE, b"\0" * 16)]
+    (make_legacy if layout == "legacy" else make_zip)(p, main, storages)
+    return load_state_dict, "0"
+
+
+def _huge_onnx_tensor(p):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    init = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 30, 1 << 30],
+                       raw_data=b"\0" * 16)
+    g = helper.make_graph([helper.make_node("Relu", ["w"], ["y"])], "g", [],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [init])
+    onnx.save(helper.make_model(g), str(p))
+    return load_onnx, "raw_data has 16 bytes"
+
+
+def _huge_tflite_buffer(p):
+    tflite = pytest.importorskip("tflite")
+    flatbuffers = pytest.importorskip("flatbuffers")
+    b = flatbuffers.Builder(1024)
+    tflite.BufferStart(b)
+    empty = tflite.BufferEnd(b)
+    tflite.BufferStart(b)
+    tflite.BufferAddOffset(b, 64)  # data stored after the flatbuffer (models > 2 GB)
+    tflite.BufferAddSize(b, HUGE)
+    huge = tflite.BufferEnd(b)
+    name = b.CreateString("w")
+    tflite.TensorStartShapeVector(b, 1)
+    b.PrependInt32(4)
+    shape = b.EndVector()
+    tflite.TensorStart(b)
+    tflite.TensorAddShape(b, shape)
+    tflite.TensorAddBuffer(b, 1)
+    tflite.TensorAddName(b, name)
+    tensor = tflite.TensorEnd(b)
+    tflite.SubGraphStartTensorsVector(b, 1)
+    b.PrependUOffsetTRelative(tensor)
+    tensors = b.EndVector()
+    tflite.SubGraphStart(b)
+    tflite.SubGraphAddTensors(b, tensors)
+    sg = tflite.SubGraphEnd(b)
+    tflite.ModelStartSubgraphsVector(b, 1)
+    b.PrependUOffsetTRelative(sg)
+    sgs = b.EndVector()
+    tflite.ModelStartBuffersVector(b, 2)
+    b.PrependUOffsetTRelative(huge)
+    b.PrependUOffsetTRelative(empty)
+    bufs = b.EndVector()
+    tflite.ModelStart(b)
+    tflite.ModelAddVersion(b, 3)
+    tflite.ModelAddSubgraphs(b, sgs)
+    tflite.ModelAddBuffers(b, bufs)
+    b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+    p.write_bytes(bytes(b.Output()))
+    return load_tflite, "lies outside the file"
+
+
+HUGE_CASES = {
+    "tmn-data-size": _huge_tmn_data_size,
+    "tmn-tensor": _huge_tmn_tensor,
+    "safetensors-header": _huge_safetensors_header,
+    "safetensors-tensor": _huge_safetensors_tensor,
+    "pth-zip-storage": lambda p: _huge_pth_storage(p, "zip"),
+    "pth-legacy-storage": lambda p: _huge_pth_storage(p, "legacy"),
+    "onnx-tensor": _huge_onnx_tensor,
+    "tflite-buffer": _huge_tflite_buffer,
+}
+
+
+@pytest.mark.parametrize("case", list(HUGE_CASES))
+def test_sizes_of_2_60_bytes_are_refused_before_allocating(tmp_path, case):
+    p = tmp_path / f"huge-{case}.bin"
+    reader, reason = HUGE_CASES[case](p)
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc too
+    try:
+        with pytest.raises(FormatError) as ei:
+            reader(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(p) in str(ei.value) and reason in str(ei.value)
+    assert peak < 16 << 20, f"{peak} bytes allocated while refusing the file"
+
+
+# ---------------------------------------------------------------------------------------
+# images: every broken file is an ImageError naming the file
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose IHDR declares width x height RGB pixels (and no pixel data)."""
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """{format: bytes} of one small valid image per format load_image is used with."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(3)
+    im = Image.fromarray(rng.integers(0, 256, (23, 31, 3), dtype=np.uint8), "RGB")
+    out = {}
+    for fmt, ext in (("PNG", "png"), ("JPEG", "jpg"), ("BMP", "bmp"), ("GIF", "gif"),
+                     ("WEBP", "webp")):
+        p = d / f"ok.{ext}"
+        im.save(p, fmt)
+        out[ext] = p.read_bytes()
+    return out
+
+
+def _image_call(path):
+    from tinymnet.preprocess import ImageError, load_image
+
+    t0 = time.perf_counter()
+    try:
+        img = load_image(path)
+    except ImageError as exc:
+        assert str(path) in str(exc), f"message does not name the file: {exc}"
+        img = None
+    assert time.perf_counter() - t0 < 10, "load_image took too long"
+    return img
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg", "bmp", "gif", "webp"])
+def test_broken_images(tmp_path, images, ext):
+    pytest.importorskip("PIL")
+    data = images[ext]
+    p = tmp_path / f"broken.{ext}"
+    assert _image_call(tmp_path / f"ok.{ext}") is None  # missing file
+    for n in sorted({0, 1, 8, 16, 40, len(data) // 3, len(data) // 2}):
+        p.write_bytes(data[:n])
+        assert _image_call(p) is None, f"{ext} truncated to {n} of {len(data)} bytes was read"
+    rng = np.random.default_rng(zlib.crc32(ext.encode()))
+    for _ in range(20):
+        p.write_bytes(data[:8] + rng.bytes(int(rng.integers(0, 3000))))  # right magic, junk
+        img = _image_call(p)
+        assert img is None or img.mode == "RGB"
+        d = bytearray(data)
+        for pos in rng.integers(0, len(d), size=4):
+            d[pos] ^= 1 << int(rng.integers(0, 8))
+        p.write_bytes(bytes(d))
+        img = _image_call(p)  # a flip in pixel data may still decode
+        assert img is None or (img.mode == "RGB" and img.size == (31, 23))
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000, (1 << 31) - 1])
+def test_decompression_bomb_images_are_refused(tmp_path, side):
+    from PIL import Image
+
+    from tinymnet.preprocess import ImageError, load_image
+
+    assert side * side > Image.MAX_IMAGE_PIXELS  # 10000^2 is only warned about by Pillow
+    p = tmp_path / "bomb.png"
+    _png_header_only(p, side, side)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match="refused") as ei:
+            load_image(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(p) in str(ei.value)
+    assert peak < 16 << 20

@@ -43,6 +43,21 @@ def test_threads_and_batch_give_the_reference(v3s, batch, threads):
         np.testing.assert_allclose(model(batch[i:i + 1])[0], y[i], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("threads, images", [(2, 5), (3, 7), (4, 4)])
+def test_batches_run_whole_images_per_thread_with_serial_results(v3s, threads, images):
+    # A batch of >= threads images runs whole images in parallel, each thread on its own
+    # arena; the remainder runs row-split. Each image must match its batch-1 result, and
+    # batch-1 calls before and after must not be disturbed by the extra arenas.
+    x = np.random.default_rng(threads).standard_normal((images, 96, 96, 3)).astype(np.float32)
+    model = compile_graph(v3s, threads=threads)
+    alone_before = np.concatenate([model(x[i:i + 1]) for i in range(images)])
+    together = model(x)
+    alone_after = np.concatenate([model(x[i:i + 1]) for i in range(images)])
+    np.testing.assert_allclose(together, alone_before, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(alone_after, alone_before)
+    _close(together, run_reference(v3s, x))
+
+
 def test_concurrent_callers_get_serial_results(v3s, batch):
     model = compile_graph(v3s, threads=2)
     expected = [model(batch[i:i + 1]) for i in range(3)]

@@ -156,7 +156,7 @@ struct Plan::Step {
   int out = -1;
   // Runs output rows [r0, r1) of one image (for row-parallel steps) or the whole image, on
   // pool thread `thread`.
-  std::function<void(Plan&, int32_t r0, int32_t r1, int thread)> run;
+  std::function<void(const Frame&, int32_t r0, int32_t r1, int thread)> run;
   int32_t rows = 1;       // how many output rows the step can be split into
   bool parallel = false;  // split over the pool
   bool chunked = false;   // one contiguous chunk of rows per thread (fused chains)
@@ -277,11 +277,12 @@ int Plan::root(int t) const {
   return t;
 }
 
-float* Plan::at(int t) {
-  int64_t channel = 0;
-  for (; tensors_[t].alias_of >= 0; t = tensors_[t].alias_of) channel += tensors_[t].channel_offset;
-  if (t == input_) return const_cast<float*>(current_input_) + channel;
-  return arena_.data() + tensors_[t].offset + channel;
+float* Plan::Frame::at(int t) const {
+  int64_t channel = 0;  // a concat input's channel range of the concat's buffer
+  for (; plan->tensors_[t].alias_of >= 0; t = plan->tensors_[t].alias_of)
+    channel += plan->tensors_[t].channel_offset;
+  if (t == plan->input_) return const_cast<float*>(input) + channel;
+  return arena + plan->tensors_[t].offset + channel;
 }
 
 std::vector<std::string> Plan::step_names() const {
@@ -416,7 +417,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     const Tensor xs = x;
     step->rows = y.h;
     step->parallel = true;
-    step->run = [conv, xi, ri, yi, xs](Plan& p, int32_t r0, int32_t r1, int) {
+    step->run = [conv, xi, ri, yi, xs](const Frame& p, int32_t r0, int32_t r1, int) {
       conv->run({p.at(xi), xs.h, xs.w, p.ld(xi)}, p.at(yi), p.ld(yi),
                 ri >= 0 ? p.at(ri) : nullptr, ri >= 0 ? p.ld(ri) : 0, r0, r1);
     };
@@ -431,7 +432,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
                                        activation_attr(attrs), isa_);
     y.h = 1, y.w = 1, y.c = w.shape[0];
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
-    step->run = [fc, xi, yi](Plan& p, int32_t, int32_t, int) {
+    step->run = [fc, xi, yi](const Frame& p, int32_t, int32_t, int) {
       fc->run(p.at(xi), fc->in_features(), p.at(yi), fc->out_features(), 1);
     };
   } else if (op == "squeeze_excite") {
@@ -447,7 +448,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
                                               named_activation(attrs, "gate"), isa_);
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     const Tensor xs = x;
-    step->run = [se, xi, yi, xs](Plan& p, int32_t, int32_t, int) {
+    step->run = [se, xi, yi, xs](const Frame& p, int32_t, int32_t, int) {
       se->run(p.at(xi), static_cast<int64_t>(xs.h) * xs.w, xs.c, p.at(yi), xs.c);
     };
   } else if (op == "activation" || op == "add" || op == "mul") {
@@ -467,7 +468,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     const std::string kind = op;
     step->rows = x.h;
     step->parallel = true;
-    step->run = [table, act, ai, bi, yi, xs, kind](Plan& p, int32_t r0, int32_t r1, int) {
+    step->run = [table, act, ai, bi, yi, xs, kind](const Frame& p, int32_t r0, int32_t r1, int) {
       const int64_t row = static_cast<int64_t>(xs.w) * xs.c, begin = r0 * row, n = (r1 - r0) * row;
       if (kind == "activation") table->activation(p.at(ai) + begin, p.at(yi) + begin, n, act);
       else if (kind == "add") table->add(p.at(ai) + begin, p.at(bi) + begin, p.at(yi) + begin, n, act);
@@ -491,7 +492,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     const Tensor xs = x;
     step->rows = x.h;
     step->parallel = true;
-    step->run = [affine, xi, yi, xs](Plan& p, int32_t r0, int32_t r1, int) {
+    step->run = [affine, xi, yi, xs](const Frame& p, int32_t r0, int32_t r1, int) {
       const float* scale = affine->data();
       const float* shift = scale + xs.c;
       const float* src = p.at(xi);
@@ -505,7 +506,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     y.h = 1, y.w = 1;
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     const Tensor xs = x;
-    step->run = [table, xi, yi, xs](Plan& p, int32_t, int32_t, int) {
+    step->run = [table, xi, yi, xs](const Frame& p, int32_t, int32_t, int) {
       table->global_avg_pool(p.at(xi), static_cast<int64_t>(xs.h) * xs.w, xs.c, xs.c, p.at(yi));
     };
   } else if (op == "avg_pool2d" || op == "max_pool2d") {
@@ -524,7 +525,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     const Tensor xs = x;
     step->rows = y.h;
     step->parallel = true;
-    step->run = [pool, xi, yi, xs](Plan& p, int32_t r0, int32_t r1, int) {
+    step->run = [pool, xi, yi, xs](const Frame& p, int32_t r0, int32_t r1, int) {
       pool->run({p.at(xi), xs.h, xs.w, xs.c}, xs.c, p.at(yi), xs.c, r0, r1);
     };
   } else if (op == "flatten" || op == "reshape" || op == "dropout") {
@@ -547,7 +548,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
       y.h = dims[0], y.w = dims[1], y.c = dims[2];
     }
     y.alias_of = step->in[0];
-    step->run = [](Plan&, int32_t, int32_t, int) {};
+    step->run = [](const Frame&, int32_t, int32_t, int) {};
   } else if (op == "concat") {
     int32_t c = 0;
     for (int t : step->in) {
@@ -561,7 +562,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     std::vector<int32_t> widths;
     for (int t : ins) widths.push_back(tensors_[t].c);
     const int64_t pixels = static_cast<int64_t>(x.h) * x.w;
-    step->run = [ins, widths, yi, pixels, c](Plan& p, int32_t, int32_t, int) {
+    step->run = [ins, widths, yi, pixels, c](const Frame& p, int32_t, int32_t, int) {
       float* out = p.at(yi);
       int32_t offset = 0;
       for (size_t i = 0; i < ins.size(); ++i) {
@@ -577,7 +578,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     y.c = stop - start;
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     const Tensor xs = x;
-    step->run = [xi, yi, xs, start, stop](Plan& p, int32_t, int32_t, int) {
+    step->run = [xi, yi, xs, start, stop](const Frame& p, int32_t, int32_t, int) {
       const float* src = p.at(xi);
       float* out = p.at(yi);
       for (int64_t px = 0; px < static_cast<int64_t>(xs.h) * xs.w; ++px)
@@ -593,7 +594,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     y.h = x.h + t + b, y.w = x.w + l + r;
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     const Tensor xs = x, ys = y;
-    step->run = [xi, yi, xs, ys, t, l, value](Plan& p, int32_t, int32_t, int) {
+    step->run = [xi, yi, xs, ys, t, l, value](const Frame& p, int32_t, int32_t, int) {
       float* out = p.at(yi);
       std::fill(out, out + ys.floats(), value);
       const float* src = p.at(xi);
@@ -604,7 +605,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
   } else if (op == "softmax") {
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     const Tensor xs = x;
-    step->run = [xi, yi, xs](Plan& p, int32_t, int32_t, int) {
+    step->run = [xi, yi, xs](const Frame& p, int32_t, int32_t, int) {
       const float* src = p.at(xi);
       float* out = p.at(yi);
       for (int64_t px = 0; px < static_cast<int64_t>(xs.h) * xs.w; ++px) {
@@ -690,7 +691,7 @@ void Plan::add_chain(const std::vector<const json::Value*>& nodes, const ParamMa
   step->parallel = true;
   step->chunked = true;
   step->run = [levels, xi, yi, scratch_id, band_floats, tile](
-                  Plan& p, int32_t r0, int32_t r1, int thread) {
+                  const Frame& p, int32_t r0, int32_t r1, int thread) {
     const size_t n = levels.size();
     float* bands = p.at(scratch_id) + band_floats * thread;
     std::vector<std::pair<int32_t, int32_t>> held(n, {0, 0}), need(n);
@@ -779,44 +780,58 @@ void Plan::plan_memory() {
     arena_floats_ = std::max(arena_floats_, offset + aligned(cur.floats()));
     placed.push_back(t);
   }
-  arena_ = AlignedFloats(arena_floats_);
+  arenas_.clear();
+  arenas_.emplace_back(arena_floats_);
 }
 
-void Plan::run(const float* x, int64_t batch, float* y) {
-  std::lock_guard<std::mutex> lock(run_mutex_);
-  const int64_t in_floats = tensors_[input_].floats(), out_floats = tensors_[output_].floats();
-  for (int64_t i = 0; i < batch; ++i) {
-    current_input_ = x + i * in_floats;
-    for (auto& step : steps_) run_step(*step);
-    std::memcpy(y + i * out_floats, at(output_), sizeof(float) * out_floats);
-  }
-  current_input_ = nullptr;
+void Plan::run_image(const Frame& f, bool split, float* y) {
+  for (auto& step : steps_) run_step(f, *step, split);
+  std::memcpy(y, f.at(output_), sizeof(float) * tensors_[output_].floats());
 }
 
-void Plan::run_step(Step& step) {
-  if (!step.parallel || pool_.size() == 1 || step.rows == 1) {
-    step.run(*this, 0, step.rows, 0);
+void Plan::run_step(const Frame& f, Step& step, bool split) {
+  if (!split || !step.parallel || step.rows == 1) {
+    step.run(f, 0, step.rows, 0);
     return;
   }
   const int64_t tasks = step.chunked ? std::min<int64_t>(step.rows, pool_.size())
                                      : row_tasks(step.rows, pool_.size());
   pool_.parallel_for(tasks, [&](int64_t task, int thread) {
     const auto [r0, r1] = task_rows(task, tasks, step.rows);
-    step.run(*this, r0, r1, thread);
+    step.run(f, r0, r1, thread);
   });
+}
+
+void Plan::run(const float* x, int64_t batch, float* y) {
+  std::lock_guard<std::mutex> lock(run_mutex_);
+  const int64_t in_floats = tensors_[input_].floats(), out_floats = tensors_[output_].floats();
+  const int threads = pool_.size();
+  int64_t i = 0;
+  if (threads > 1 && batch >= threads) {
+    // Whole images per thread: no synchronisation between steps, and small layers (which
+    // split badly over rows) keep every thread busy. Each thread owns one arena.
+    while (static_cast<int>(arenas_.size()) < threads) arenas_.emplace_back(arena_floats_);
+    const int64_t whole = batch - batch % threads;
+    pool_.parallel_for(whole, [&](int64_t image, int thread) {
+      run_image({this, arenas_[thread].data(), x + image * in_floats}, false,
+                y + image * out_floats);
+    });
+    i = whole;
+  }
+  for (; i < batch; ++i)
+    run_image({this, arenas_[0].data(), x + i * in_floats}, threads > 1, y + i * out_floats);
 }
 
 std::vector<double> Plan::profile(const float* x, int repeats) {
   std::lock_guard<std::mutex> lock(run_mutex_);
   std::vector<double> seconds(steps_.size(), 0.0);
-  current_input_ = x;
+  const Frame f{this, arenas_[0].data(), x};
   for (int r = 0; r < repeats; ++r)
     for (size_t s = 0; s < steps_.size(); ++s) {
       const auto t0 = std::chrono::steady_clock::now();
-      run_step(*steps_[s]);
+      run_step(f, *steps_[s], pool_.size() > 1);
       seconds[s] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
-  current_input_ = nullptr;
   return seconds;
 }
 

@@ -54,6 +54,9 @@ class Plan {
   std::vector<std::string> step_names() const;
 
   // x: batch NHWC images (contiguous); y: batch outputs (contiguous). Calls are serialised.
+  // A batch of at least threads() images runs whole images in parallel, each thread on an
+  // arena of its own (allocated on the first such call); otherwise each step's output rows
+  // are split over the threads.
   void run(const float* x, int64_t batch, float* y);
   // run() one image `repeats` times; returns each step's total seconds (for profiling: run()
   // itself takes no timings).
@@ -77,6 +80,14 @@ class Plan {
     std::string group;
     int32_t offset, keep;
   };
+  // Where one image's steps run: the arena holding its tensors and its input image.
+  struct Frame {
+    const Plan* plan;
+    float* arena;
+    const float* input;
+    float* at(int t) const;
+    int64_t ld(int t) const { return plan->ld(t); }
+  };
 
   int tensor_id(const std::string& name, const std::string& node) const;
   int root(int t) const;
@@ -86,9 +97,10 @@ class Plan {
   void plan_concats(const std::vector<json::Value>& nodes, const std::string& output,
                     const ParamMap& params);
   int add_output(const std::string& name, Tensor y);
-  void run_step(Step& step);
-  float* at(int t);
   int64_t ld(int t) const { return tensors_[t].ld ? tensors_[t].ld : tensors_[t].c; }
+  // Runs every step on one image; split = spread each step's rows over the pool.
+  void run_image(const Frame& f, bool split, float* y);
+  void run_step(const Frame& f, Step& step, bool split);
 
   std::vector<Tensor> tensors_;
   std::map<std::string, int> names_;
@@ -100,10 +112,9 @@ class Plan {
   std::vector<int64_t> input_dims_, output_dims_;
   Isa isa_;
   int64_t arena_floats_ = 0;
-  AlignedFloats arena_;
+  std::vector<AlignedFloats> arenas_;  // [0] always; one per thread once a batch needs them
   ThreadPool pool_;
   std::mutex run_mutex_;
-  const float* current_input_ = nullptr;
 };
 
 }  // namespace tmn

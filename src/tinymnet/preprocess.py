@@ -22,6 +22,7 @@ Pillow is imported on first use (``import tinymnet`` does not need it).
 from __future__ import annotations
 
 import os
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -66,9 +67,12 @@ def load_image(image):
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
         try:
-            with Image.open(path) as im:
-                im.load()  # decode now: a truncated or corrupt file fails here
-                return im.convert("RGB")
+            with warnings.catch_warnings():
+                # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those too.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    im.load()  # decode now: a truncated or corrupt file fails here
+                    return im.convert("RGB")
         except FileNotFoundError:
             raise ImageError(f"{path}: no such file") from None
         except IsADirectoryError:
@@ -78,11 +82,13 @@ def load_image(image):
         except Image.UnidentifiedImageError:
             raise ImageError(f"{path}: cannot decode: not an image file Pillow can read"
                              ) from None
-        except Image.DecompressionBombError as e:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageError(f"{path}: refused: {e}") from None
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
             reason = str(e) or type(e).__name__
             raise ImageError(f"{path}: cannot decode: {reason}") from None
+        except Exception as e:  # noqa: BLE001 - Pillow's format plugins leak struct.error & co
+            raise ImageError(f"{path}: cannot decode: {type(e).__name__}: {e}") from None
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, np.ndarray):

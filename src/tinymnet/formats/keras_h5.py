@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from typing import Dict, Optional
 
 import numpy as np
 
 from ..errors import FormatError
-from ._common import file_size, guard, optional_import, output_budget, prod
+from ._common import file_size, guard, optional_import, output_budget, prod, read_bytes
 
 __all__ = ["load_keras_h5", "read_keras_model_config"]
 
@@ -29,10 +30,40 @@ def _open(path):
     size = file_size(path)
     if not _is_hdf5(path, read_head(path, 8), size):
         raise FormatError("not an HDF5 file (no HDF5 signature)", path)
+    _check_global_heaps(path)
     try:
         return h5py, h5py.File(path, "r"), size
     except Exception as exc:  # noqa: BLE001
         raise FormatError(f"cannot open HDF5 file: {exc}", path) from exc
+
+
+_GCOL = b"GCOL\x01\0\0\0"  # signature, version 1, three reserved zero bytes
+
+
+def _check_global_heaps(path):
+    """Walk every global heap collection (where variable-length strings such as
+    model_config live) before libhdf5 does: it trusts their object sizes, and a free-space
+    object of size 0 makes it loop forever. Sizes are 8 bytes (h5py's default)."""
+    data = read_bytes(path)
+    pos = data.find(_GCOL)
+    while pos >= 0:
+        if pos + 16 > len(data):
+            raise FormatError(f"global heap collection at offset {pos} is truncated", path)
+        (csize,) = struct.unpack_from("<Q", data, pos + 8)
+        end = pos + csize
+        if csize < 16 or end > len(data):
+            raise FormatError(f"global heap collection at offset {pos} claims {csize} bytes "
+                              f"(file has {len(data) - pos} from there)", path)
+        p = pos + 16
+        while end - p >= 16:
+            idx, = struct.unpack_from("<H", data, p)
+            (osize,) = struct.unpack_from("<Q", data, p + 8)
+            need = osize if idx == 0 else 16 + (osize + 7) // 8 * 8
+            if need == 0 or need > end - p:
+                raise FormatError(f"global heap collection at offset {pos}: object {idx} at "
+                                  f"offset {p} has an impossible size {osize}", path)
+            p += need
+        pos = data.find(_GCOL, end)
 
 
 def _text(v) -> str:

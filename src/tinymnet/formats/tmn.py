@@ -26,6 +26,7 @@ without a copy; 8-bit tensors are dequantized at load.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -154,11 +155,11 @@ def _read_tensor(path, buf, data_offset, data_size, name, meta):
         dtype = _DTYPES[meta["dtype"]]
         shape = tuple(int(s) for s in meta["shape"])
         off, nbytes = int(meta["offset"]), int(meta["nbytes"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise FormatError(f"tensor {name!r} has a malformed entry in the header", path) from None
     if min(shape, default=1) < 0 or off < 0 or off % ALIGN:
         raise FormatError(f"tensor {name!r} has a bad shape or offset", path)
-    if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != nbytes:
+    if math.prod(shape) * np.dtype(dtype).itemsize != nbytes:  # exact: int64 could wrap
         raise FormatError(f"tensor {name!r}: shape {shape} does not match {nbytes} bytes", path)
     if off + nbytes > data_size:
         raise FormatError(f"tensor {name!r} lies outside the file's data (truncated?)", path)
@@ -202,7 +203,7 @@ def load_tmn(path, verify: bool = True) -> TmnModel:
         gdict = header["graph"]
         if not isinstance(tensors, dict) or not isinstance(gdict, dict):
             raise TypeError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise FormatError("the JSON header is malformed", path) from None
 
     params = {}
@@ -211,11 +212,15 @@ def load_tmn(path, verify: bool = True) -> TmnModel:
             continue  # quantization parameters, read with their tensor
         array = _read_tensor(path, buf, data_offset, data_size, name, meta)
         if "scale" in meta:
-            scale = _read_tensor(path, buf, data_offset, data_size, meta["scale"],
-                                 tensors.get(meta["scale"], {}))
-            zp = _read_tensor(path, buf, data_offset, data_size, meta["zero_point"],
-                              tensors.get(meta["zero_point"], {}))
-            axis = int(meta.get("axis", 0))
+            try:
+                qnames = (meta["scale"], meta["zero_point"])
+                qmetas = [tensors.get(q, {}) for q in qnames]
+                axis = int(meta.get("axis", 0))
+            except (KeyError, TypeError, ValueError, OverflowError):
+                raise FormatError(f"tensor {name!r} has malformed quantization parameters",
+                                  path) from None
+            scale, zp = (_read_tensor(path, buf, data_offset, data_size, q, m)
+                         for q, m in zip(qnames, qmetas))
             if not (0 <= axis < max(array.ndim, 1)) or scale.shape != zp.shape or (
                     scale.size not in (1, array.shape[axis] if array.ndim else 1)):
                 raise FormatError(f"tensor {name!r} has inconsistent quantization parameters",

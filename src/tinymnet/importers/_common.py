@@ -558,13 +558,21 @@ def fuse_squeeze_excite(graph: Graph) -> Graph:
 # helpers shared by both importers
 
 
+MAX_DILATED_KERNEL = 1 << 26  # elements of a dense kernel made from a dilated one (256 MB)
+
+
 def expand_dilation(w: np.ndarray, dh: int, dw: int, fill=0) -> np.ndarray:
     """(O, I, KH, KW) kernel with dilation (dh, dw) as the equivalent dense kernel with zeros
     (or `fill`, per output channel, for quantized weights) between the taps."""
     if dh == 1 and dw == 1:
         return w
     o, i, kh, kw = w.shape
-    out = np.empty((o, i, (kh - 1) * dh + 1, (kw - 1) * dw + 1), dtype=w.dtype)
+    ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    if dh < 1 or dw < 1 or o * i * ekh * ekw > MAX_DILATED_KERNEL:
+        # the factors come from the file: refuse before allocating
+        raise ValueError(f"a {kh}x{kw} kernel with dilation {dh}x{dw} cannot be expanded "
+                         f"(to {ekh}x{ekw} taps per channel pair)")
+    out = np.empty((o, i, ekh, ekw), dtype=w.dtype)
     out[...] = np.asarray(fill, dtype=w.dtype).reshape(-1, 1, 1, 1) if np.size(fill) > 1 \
         else np.asarray(fill, dtype=w.dtype)
     out[:, :, ::dh, ::dw] = w

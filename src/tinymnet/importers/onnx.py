@@ -139,7 +139,13 @@ class _Importer:
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None:
                 raise self.fail("this op is not supported by the ONNX importer")
-            handler(node)
+            try:
+                handler(node)
+            except FormatError:
+                raise
+            except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError,
+                    OverflowError) as e:  # attributes of the wrong type or size, and the like
+                raise self.fail(f"malformed node: {type(e).__name__}: {e}") from None
         self.node = None
 
     # -- constant folding (shape arithmetic and weight preprocessing) -------------------------

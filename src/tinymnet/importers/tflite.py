@@ -244,7 +244,13 @@ class _FileImporter:
                 raise self.fail("this op is not supported by the TFLite importer")
             if len(op.outputs) != 1:
                 raise self.fail(f"{len(op.outputs)} outputs are not supported")
-            handler(op, op.options)
+            try:
+                handler(op, op.options)
+            except FormatError:
+                raise
+            except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError,
+                    OverflowError) as e:  # options of the wrong type or size, and the like
+                raise self.fail(f"malformed operator: {type(e).__name__}: {e}") from None
         self.op = None
 
     def _padding(self, opts):
