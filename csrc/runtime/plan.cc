@@ -302,7 +302,8 @@ std::vector<std::string> Plan::step_names() const {
 // width) folds in too: the buffer holds only the kept channels, and the conv whose range
 // crosses the end computes only its first `keep` channels (weights sliced when packed; a
 // depthwise conv then reads only its input's first `keep` channels). That conv must have no
-// other reader, and no conv may fall wholly past the end; otherwise the slice stays a copy.
+// other reader and no residual, and no conv may fall wholly past the end; otherwise the slice
+// stays a copy.
 void Plan::plan_concats(const std::vector<json::Value>& nodes, const std::string& output,
                         const ParamMap& params) {
   std::map<std::string, const json::Value*> producer;
@@ -348,7 +349,9 @@ void Plan::plan_concats(const std::vector<json::Value>& nodes, const std::string
         bool fold = 0 < end && end < total;
         int64_t offset = 0;
         for (size_t i = 0; fold && i < ins.size(); offset += widths[i++])
-          fold = end > offset && (end >= offset + widths[i] || readers[ins[i]].size() == 1);
+          fold = end > offset && (end >= offset + widths[i] ||
+                                  (readers[ins[i]].size() == 1 &&
+                                   producer[ins[i]]->at("inputs").as_array().size() == 1));
         if (fold) channels = static_cast<int32_t>(end), slice = after[0];
       }
     }
