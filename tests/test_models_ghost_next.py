@@ -285,3 +285,25 @@ def test_odd_ghost_modules_export_to_onnx():
     x = np.random.default_rng(6).standard_normal((2, 13, 11, 5)).astype(np.float32)
     got = sess.run(None, {sess.get_inputs()[0].name: x.transpose(0, 3, 1, 2).copy()})[0]
     _close(got, compile_graph(g, threads=1)(x), 1e-4)
+
+
+def test_plan_names_a_concat_whose_in_place_inputs_differ_in_size():
+    """A graph that skipped the Python checks (as a C++ program loading a .tmn would) gets a
+    clear error naming the concat, not a write past its buffer."""
+    import json
+
+    from tinymnet import _C
+    from tinymnet.graph import GraphBuilder, graph_to_dict
+    from tinymnet.models.ghostnet import ghost_module
+    from tinymnet.passes import optimize
+
+    b = GraphBuilder("bad", (8, 8, 4))
+    g = optimize(b.build([ghost_module(b, b.input, "m", 6, True, 1e-5)], seed=1))
+    doc = graph_to_dict(g)
+    cheap = next(n for n in doc["nodes"] if n["name"] == "m.cheap_operation.0")
+    cheap["attrs"]["stride"] = [2, 2]  # its output is 4x4, the primary's 8x8
+    params = {k: np.ascontiguousarray(v, np.float32) for k, v in g.params.items()}
+    with pytest.raises(ValueError, match="concat 'm.concat': inputs differ in H or W"):
+        _C.Plan(json.dumps(doc), params, 1, True)
+    with pytest.raises(ValueError, match="concat inputs differ in H or W"):
+        _C.Plan(json.dumps(doc), params, 1, False)  # the copying plan checks too

@@ -381,8 +381,8 @@ int Plan::add_output(const std::string& name, Tensor y) {
     group = names_.emplace(cp.group, static_cast<int>(tensors_.size()) - 1).first;
   }
   const Tensor& buffer = tensors_[group->second];
-  require(buffer.h == y.h && buffer.w == y.w, "concat inputs differ in H or W");
-  require(y.c == cp.keep, "concat part has the wrong channel count");
+  require(buffer.h == y.h && buffer.w == y.w, "concat '" + cp.group + "': inputs differ in H or W");
+  require(y.c == cp.keep, "concat '" + cp.group + "': input has the wrong channel count");
   Tensor& view = tensors_[id];
   view.alias_of = group->second, view.channel_offset = cp.offset, view.ld = buffer.c;
   return id;
