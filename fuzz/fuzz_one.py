@@ -2,7 +2,7 @@
 
 The tinymnet modules are imported under ``atheris.instrument_imports`` so the fuzzer is
 coverage-guided by the parsers' own branches. Each input is written to a file (every loader
-takes a path) on a RAM disk when there is one. The address space is capped a few GiB above
+takes a path) on a RAM disk when there is one. The address space is capped 2 GiB above
 what the imports use, so a loader that trusts a huge size field gets a MemoryError, which
 the target reports as a finding (see targets.py). Normally started by fuzz/run.py.
 """
@@ -19,7 +19,7 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import targets  # noqa: E402
 
-EXTRA_ADDRESS_SPACE = 4 << 30
+EXTRA_ADDRESS_SPACE = 2 << 30  # as much as -rss_limit_mb
 
 
 def _vm_size() -> int:

@@ -124,10 +124,10 @@ def test_load_refuses_other_formats_with_advice(tmp_path):
 
 def test_model_input_errors(saved):
     model = tinymnet.load(saved)
-    with pytest.raises(ValueError, match=r"shape \(N, 64, 64, 3\)"):
+    with pytest.raises(ValueError, match=r"batch \(N, 64, 64, 3\)"):
         model(np.zeros((1, 32, 32, 3), np.float32))
-    with pytest.raises(ValueError, match="4-D"):
-        model(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match="NHWC batch"):
+        model(np.zeros((64, 3), np.float32))
     with pytest.raises(ValueError, match="layout"):
         model(np.zeros((1, 64, 64, 3), np.float32), layout="HWC")
     with pytest.raises(ValueError, match="float32"):

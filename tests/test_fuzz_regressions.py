@@ -3,6 +3,7 @@ each must now load or fail with a TinymnetError naming the file, within a few se
 through the same check the fuzz target runs (fuzz/targets.py; atheris is not needed)."""
 from __future__ import annotations
 
+import faulthandler
 import importlib.util
 import sys
 import time
@@ -36,5 +37,11 @@ def test_fuzz_case(case):
         pytest.importorskip(NEEDS[target])
     check, _seeds = targets.TARGETS[target]
     t0 = time.perf_counter()
-    check(case)  # raises Finding (or the stray exception) if the bug is back
+    # A hang that is back (one case made libhdf5 loop forever) must not stall the suite:
+    # dump the stack and exit.
+    faulthandler.dump_traceback_later(120, exit=True)
+    try:
+        check(case)  # raises Finding (or the stray exception) if the bug is back
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     assert time.perf_counter() - t0 < 10, "took too long"

@@ -106,7 +106,7 @@ def test_pools_survive_non_finite_inputs(isa, bad):
     [
         (lambda: K.AvgPool2d(3)(np.ones((1, 2, 2, 1), np.float32)), "kernel"),
         (lambda: K.MaxPool2d(3, 1, 0)(np.ones((1, 2, 5, 1), np.float32)), "kernel"),
-        (lambda: K.AvgPool2d(2)(np.ones((1, 4, 4, 1), np.float64)), "x"),
+        (lambda: K.AvgPool2d(2)(np.ones((1, 4, 4, 1), np.complex64)), "x"),
         (lambda: K.MaxPool2d(2)(np.ones((4, 4, 1), np.float32)), "x"),
         (lambda: K.AvgPool2d(0), "kernel"),
         (lambda: K.MaxPool2d(2, stride=0), "stride"),

@@ -84,6 +84,9 @@ struct DwconvArgs {
   int32_t out_h = 0, out_w = 0;
   int64_t out_ld = 0;
   int32_t kh = 3, kw = 3, sh = 1, sw = 1;
+  // Dilation: tap (ky, kx) reads input row iy0 + ky * dil_h, column ix0 + kx * dil_w
+  // (kh, kw count the taps). dil_w > 1 needs sw == 1.
+  int32_t dil_h = 1, dil_w = 1;
   int32_t pad_top = 0, pad_left = 0;  // bottom/right padding is implied by out_h/out_w
   const float* packed_w = nullptr;
   int32_t oy_begin = 0, oy_end = 0;   // output rows [oy_begin, oy_end) are computed

@@ -54,6 +54,23 @@ WindowGeometry window_geometry(int32_t h, int32_t w, int32_t kh, int32_t kw, int
 
 // ---------------------------------------------------------------------------------- Conv2d
 
+// The largest step s > 1 such that a (c, 1, kh, kw) depthwise kernel is zero at every tap whose
+// row (rows = true) or column index is not a multiple of s, and its last row / column is one
+// (k = (k' - 1) * s + 1), else 1. Skipping exact zeros leaves every sum unchanged.
+static int32_t lattice_step(const float* w, int32_t c, int32_t kh, int32_t kw, bool rows) {
+  const int32_t k = rows ? kh : kw;
+  for (int32_t s = k - 1; s > 1; --s) {
+    if ((k - 1) % s) continue;
+    bool zero = true;
+    for (int64_t i = 0; zero && i < static_cast<int64_t>(c) * kh * kw; ++i) {
+      const int32_t pos = rows ? static_cast<int32_t>(i / kw % kh) : static_cast<int32_t>(i % kw);
+      zero = pos % s == 0 || w[i] == 0.0f;
+    }
+    if (zero) return s;
+  }
+  return 1;
+}
+
 Conv2d::Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin, int32_t kh,
                int32_t kw, int32_t sh, int32_t sw, Padding pad, int32_t groups, Activation act,
                Isa isa)
@@ -69,9 +86,18 @@ Conv2d::Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin
           "padding must be >= 0");
   if (groups == cin && cin == cout && groups > 1) {
     kind_ = Kind::depthwise;
+    dil_h_ = lattice_step(weight, cout, kh, kw, true);
+    dil_w_ = sw == 1 ? lattice_step(weight, cout, kh, kw, false) : 1;  // see dwconv_simd.h
+    pkh_ = (kh - 1) / dil_h_ + 1, pkw_ = (kw - 1) / dil_w_ + 1;
+    std::vector<float> taps(static_cast<size_t>(cout) * pkh_ * pkw_);
+    for (int32_t c = 0; c < cout; ++c)
+      for (int32_t ky = 0; ky < pkh_; ++ky)
+        for (int32_t kx = 0; kx < pkw_; ++kx)
+          taps[(static_cast<size_t>(c) * pkh_ + ky) * pkw_ + kx] =
+              weight[(static_cast<size_t>(c) * kh + ky * dil_h_) * kw + kx * dil_w_];
     const int32_t cb = table_->dwconv_cb;
-    packed_ = AlignedFloats(dwconv_packed_floats(cout, kh, kw, cb));
-    pack_dwconv_weights(weight, bias, cout, kh, kw, cb, packed_.data());
+    packed_ = AlignedFloats(dwconv_packed_floats(cout, pkh_, pkw_, cb));
+    pack_dwconv_weights(taps.data(), bias, cout, pkh_, pkw_, cb, packed_.data());
     return;
   }
   require(groups == 1, "groups must be 1 or equal to in_channels == out_channels (depthwise), got " +
@@ -109,7 +135,8 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
     DwconvArgs d;
     d.in = in.data, d.h = in.h, d.w = in.w, d.c = cin_, d.in_ld = in.ld;
     d.out = out, d.out_h = g.out_h, d.out_w = g.out_w, d.out_ld = out_ld;
-    d.kh = kh_, d.kw = kw_, d.sh = sh_, d.sw = sw_, d.pad_top = g.pad_top, d.pad_left = g.pad_left;
+    d.kh = pkh_, d.kw = pkw_, d.sh = sh_, d.sw = sw_, d.dil_h = dil_h_, d.dil_w = dil_w_;
+    d.pad_top = g.pad_top, d.pad_left = g.pad_left;
     d.packed_w = packed_.data();
     d.oy_begin = oy_begin, d.oy_end = oy_end;
     d.act = residual ? Activation{} : act_;

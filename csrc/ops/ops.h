@@ -83,6 +83,10 @@ class Conv2d {
   Isa isa_;
   const KernelTable* table_;
   int32_t cout_, cin_, kh_, kw_, sh_, sw_;
+  // Depthwise only: the taps actually packed. A dense kernel whose nonzero taps all sit on a
+  // lattice of step dil (a dilated conv an importer made dense, e.g. DeepLab's 9x9 = 3x3 at
+  // rate 4) packs just those: (kh_ - 1) / dil_h + 1 rows of them, dil_h apart.
+  int32_t pkh_ = 0, pkw_ = 0, dil_h_ = 1, dil_w_ = 1;
   Padding pad_;
   Activation act_;
   AlignedFloats packed_;

@@ -6,6 +6,8 @@
 #include <string>
 #include <utility>
 
+#include <unistd.h>
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #define TMN_PAUSE() _mm_pause()
@@ -22,17 +24,24 @@ namespace {
 constexpr auto kSpin = std::chrono::microseconds(200);
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads) : owner_pid_(static_cast<long>(getpid())) {
   for (int t = 1; t < threads; ++t) workers_.emplace_back(&ThreadPool::worker_main, this, t);
 }
 
+bool ThreadPool::forked() const { return static_cast<long>(getpid()) != owner_pid_; }
+
 ThreadPool::~ThreadPool() {
+  if (forked()) {
+    for (auto& w : workers_) w.detach();
+    return;  // sync_ leaks on purpose
+  }
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::mutex> lock(sync_->mutex);
     stop_ = true;
   }
-  wake_.notify_all();
+  sync_->wake.notify_all();
   for (auto& w : workers_) w.join();
+  delete sync_;
 }
 
 int ThreadPool::default_threads() {
@@ -67,8 +76,8 @@ void ThreadPool::run_tasks(uint32_t gen, int thread) {
     }
     if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 ==
         tasks_.load(std::memory_order_relaxed)) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_.notify_one();
+      std::lock_guard<std::mutex> lock(sync_->mutex);
+      sync_->done.notify_one();
     }
     ticket = ticket_.load(std::memory_order_acquire);
   }
@@ -76,7 +85,7 @@ void ThreadPool::run_tasks(uint32_t gen, int thread) {
 
 void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t, int)>& fn) {
   if (tasks <= 0) return;
-  if (workers_.empty() || tasks == 1) {
+  if (workers_.empty() || tasks == 1 || forked()) {
     for (int64_t t = 0; t < tasks; ++t) fn(t, 0);
     return;
   }
@@ -92,17 +101,17 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t, i
   finished_.store(0, std::memory_order_relaxed);
   tasks_.store(tasks, std::memory_order_release);
   {
-    std::lock_guard<std::mutex> lock(mutex_);  // pairs with the sleepers' predicate check
+    std::lock_guard<std::mutex> lock(sync_->mutex);  // pairs with the sleepers' predicate check
     ticket_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
   }
-  wake_.notify_all();
+  sync_->wake.notify_all();
   run_tasks(gen, 0);
   // Every task is claimed; wait for the ones still running elsewhere.
   const auto spin_until = std::chrono::steady_clock::now() + kSpin;
   while (finished_.load(std::memory_order_acquire) != tasks) {
     if (std::chrono::steady_clock::now() > spin_until) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      done_.wait(lock, [&] { return finished_.load(std::memory_order_acquire) == tasks; });
+      std::unique_lock<std::mutex> lock(sync_->mutex);
+      sync_->done.wait(lock, [&] { return finished_.load(std::memory_order_acquire) == tasks; });
       break;
     }
     TMN_PAUSE();
@@ -121,8 +130,8 @@ void ThreadPool::worker_main(int thread) {
       gen = generation();
     }
     if (gen == seen) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation() != seen; });
+      std::unique_lock<std::mutex> lock(sync_->mutex);
+      sync_->wake.wait(lock, [&] { return stop_ || generation() != seen; });
       if (stop_) return;
       gen = generation();
     }

@@ -7,6 +7,12 @@
 // (a busy machine) never stalls a step; when it wakes up late it finds nothing to claim.
 // Each step is published as two generations (closed, then open) so that a late worker can
 // never claim a task of an old step against the new step's task count.
+//
+// fork(): the child inherits the pool object but none of its workers (nor a usable state of
+// their mutex / condition variables), so in a forked child parallel_for runs every task on
+// the caller, and the destructor detaches the workers and leaks their mutex and condition
+// variables (joining a thread, or destroying a condition variable it waited on, that does not
+// exist in this process would wait forever).
 #pragma once
 
 #include <atomic>
@@ -28,7 +34,8 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  int size() const { return static_cast<int>(workers_.size()) + 1; }
+  // Threads a step is spread over (1 in a forked child: see above).
+  int size() const { return forked() ? 1 : static_cast<int>(workers_.size()) + 1; }
 
   // Calls fn(task, thread) for every task in [0, tasks), spread over the threads (thread is
   // in [0, size()), 0 = the caller); returns when all are done. The first exception thrown
@@ -39,13 +46,18 @@ class ThreadPool {
   static int default_threads();
 
  private:
+  bool forked() const;
   void worker_main(int thread);
   // Claims and runs tasks of generation `gen` until none is left.
   void run_tasks(uint32_t gen, int thread);
 
   std::vector<std::thread> workers_;
-  std::mutex mutex_;
-  std::condition_variable wake_, done_;
+  const long owner_pid_;  // the process that started the workers
+  struct Sync {
+    std::mutex mutex;
+    std::condition_variable wake, done;
+  };
+  Sync* const sync_ = new Sync;  // on the heap so a forked child can leak it (see above)
   // (generation << 32) | next unclaimed task of that generation
   std::atomic<uint64_t> ticket_{0};
   std::atomic<int64_t> tasks_{0};

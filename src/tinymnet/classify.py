@@ -82,10 +82,12 @@ class Classifier:
         return prepare(image, self.recipe, self.input_size, preprocess or self.preprocess)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, H, W, 3) -> (N, num_classes) softmax scores over the real classes."""
-        logits = np.asarray(self.model(batch), dtype=np.float64)[:, self.label_offset:]
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        """float (N, H, W, 3) -> (N, num_classes) softmax scores over the real classes; one
+        image (H, W, 3) -> (num_classes,). Inputs are checked and converted as by
+        :class:`tinymnet.Model`; an image holding NaN/Inf gets NaN scores."""
+        logits = np.asarray(self.model(batch), dtype=np.float64)[..., self.label_offset:]
+        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
 
     def top(self, scores: np.ndarray, top_k: int = 5) -> List[dict]:
         """One image's scores -> its ``predictions`` list (best first)."""
@@ -101,11 +103,12 @@ class Classifier:
         arrays or a uint8 (N, H, W, 3) batch). Returns one result dict per image, in order
         (see the module doc); a file that cannot be read gets an ``error`` entry instead of
         raising."""
-        _check_top_k(top_k)
+        _check_positive(top_k, "top_k")
+        _check_positive(batch_size, "batch_size")
         items = _as_items(images)
         results: List[dict] = []
-        for start in range(0, len(items), max(1, int(batch_size))):
-            chunk = items[start:start + max(1, int(batch_size))]
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
             prepared = []
             for img in chunk:
                 path = os.fspath(img) if isinstance(img, (str, os.PathLike)) else None
@@ -136,9 +139,9 @@ class Classifier:
                 f"preprocess={self.preprocess}>")
 
 
-def _check_top_k(top_k):
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise TinymnetError(f"top_k must be a positive int, got {top_k!r}")
+def _check_positive(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise TinymnetError(f"{name} must be a positive int, got {value!r}")
 
 
 def _as_items(images) -> list:
@@ -228,9 +231,9 @@ def classify_paths(classifier: Classifier, paths: Sequence[str], top_k: int = 5,
                    batch_size: int = 16, mode: Optional[str] = None) -> Iterator[dict]:
     """Yield one result per path, in order, while a background thread decodes the next
     images (bounded queue of 2 batches) and the engine runs batches of ``batch_size``."""
-    _check_top_k(top_k)
+    _check_positive(top_k, "top_k")
+    _check_positive(batch_size, "batch_size")
     mode = mode or classifier.preprocess
-    batch_size = max(1, int(batch_size))
     stop = threading.Event()
     q = _decode_in_background(classifier, paths, mode, 2 * batch_size, stop)
     pending, n_ready = [], 0

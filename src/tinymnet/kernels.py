@@ -1,7 +1,12 @@
 """Single ops on the C++ kernels, for people who embed one layer, for tests and benchmarks.
 
 Arrays are NHWC float32; weights use PyTorch layouts (conv (Cout, Cin/groups, KH, KW),
-linear (out, in)). Each op packs its weights once, when it is created, for the ISA current at
+linear (out, in)). Inputs may be any float dtype, any strides or nested lists (converted to
+C-contiguous float32; int/bool/complex/object arrays raise ValueError naming the argument);
+results are new arrays (or ``out=``, which must already be C-contiguous writable float32).
+NaN/Inf inputs never crash; they follow IEEE arithmetic, except that the ReLU-family clamps
+(max/min instructions) may turn a NaN into 0 and +Inf into the largest float, differently on
+each ISA. Each op packs its weights once, when it is created, for the ISA current at
 that moment (``isa()``: ``TINYMNET_ISA`` if set, else the best the CPU has); ``use_isa`` switches
 it for the ops created inside the block. Calls release the GIL.
 """
@@ -80,10 +85,18 @@ def _bias(array, name, size):
 
 
 def _input(x, name="x", ndim=4, channels=None):
+    """An input array as the kernels need it (C-contiguous, aligned float32): array-likes and
+    other float dtypes are converted, any strides are copied; int/bool/complex/object raise."""
     if not isinstance(x, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array, got {type(x).__name__}")
-    if x.dtype != np.float32:
-        raise ValueError(f"{name} must be float32, got {x.dtype}")
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as e:  # ragged nested lists
+            raise ValueError(f"{name} must be a numpy array or convertible to one: {e}") from None
+    if x.dtype.kind != "f":
+        raise ValueError(f"{name} must be a floating-point array (float32 preferred), "
+                         f"got {x.dtype}")
+    if ndim is None:
+        ndim = x.ndim
     if x.ndim != ndim:
         layout = "NHWC (N, H, W, C)" if ndim == 4 else f"{ndim}-D"
         raise ValueError(f"{name} must be {layout}, got shape {x.shape}")
@@ -91,7 +104,7 @@ def _input(x, name="x", ndim=4, channels=None):
         raise ValueError(f"{name} must not be empty, got shape {x.shape}")
     if channels is not None and x.shape[-1] != channels:
         raise ValueError(f"{name} has {x.shape[-1]} channels, expected {channels}")
-    return np.ascontiguousarray(x)
+    return np.require(x, np.float32, ["C_CONTIGUOUS", "ALIGNED"])
 
 
 def _nhwc_view(x, channels):
@@ -100,7 +113,8 @@ def _nhwc_view(x, channels):
     C-contiguous copy."""
     x = x if isinstance(x, np.ndarray) and x.ndim == 4 else _input(x, channels=channels)
     s, (_, h, w, c) = x.strides, x.shape
-    if (x.dtype == np.float32 and min(x.shape) >= 1 and c == channels and s[3] == 4
+    if (x.dtype == np.float32 and x.flags.aligned and min(x.shape) >= 1 and c == channels
+            and s[3] == 4
             and s[2] % 4 == 0 and s[2] >= 4 * c and s[1] == w * s[2] and s[0] == h * s[1]):
         return x
     return _input(x, channels=channels)
@@ -175,8 +189,8 @@ class Conv2d:
             out = np.empty(shape, np.float32)
         else:
             if not (isinstance(out, np.ndarray) and out.dtype == np.float32
-                    and out.flags.c_contiguous and out.flags.writeable):
-                raise ValueError("out must be a writable C-contiguous float32 array")
+                    and out.flags.c_contiguous and out.flags.aligned and out.flags.writeable):
+                raise ValueError("out must be a writable, aligned, C-contiguous float32 array")
             if out.ndim != 4 or out.shape[:3] != shape[:3]:
                 raise ValueError(f"out must be (N, OH, OW, C) = {shape[:3]} + (C,), got {out.shape}")
             if not 0 <= channel_offset <= out.shape[3] - self.out_channels:
@@ -285,8 +299,8 @@ def mul(x, s):
 
 def add(a, b, activation=None, alpha=None, beta=None):
     """act(a + b) for two arrays of the same shape."""
-    a = _input(a, "a", ndim=np.ndim(a))
-    b = _input(b, "b", ndim=np.ndim(b))
+    a = _input(a, "a", ndim=None)
+    b = _input(b, "b", ndim=None)
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
     act, al, be = _act_args(activation, alpha, beta)
@@ -297,7 +311,7 @@ def add(a, b, activation=None, alpha=None, beta=None):
 
 def activation(x, name, alpha=None, beta=None):
     """Apply an activation (relu, relu6, hardswish, hardsigmoid) elementwise."""
-    x = _input(x, ndim=np.ndim(x))
+    x = _input(x, ndim=None)
     act, a, b = _act_args(name, alpha, beta, "name")
     out = np.empty_like(x)
     _C.activation(x, out, act, a, b)

@@ -12,11 +12,17 @@ from .runtime import compile_graph
 class Model:
     """A compiled model with what is needed to use it.
 
-    ``model(x, layout="NHWC")`` takes a float32 batch (N, H, W, 3) (or (N, 3, H, W) with
+    ``model(x, layout="NHWC")`` takes a float batch (N, H, W, 3) (or (N, 3, H, W) with
     ``layout="NCHW"``), already normalised as ``model.preprocess`` says, and returns the
-    logits (N, classes) as a NumPy array. It is one C++ call (GIL released) on ``threads``
-    threads (None = the physical cores of this machine). Calls from several Python threads are
-    safe: they run one after the other on the model's own arena.
+    logits (N, classes) as a new float32 NumPy array; one image (H, W, 3) gives (classes,).
+    float64/float16 inputs, views, transposed or read-only arrays and nested lists are
+    converted; integer, bool, complex and object arrays, other ranks and shapes raise
+    ValueError naming ``x``. An image holding NaN or Inf gets NaN logits. It is one C++ call
+    (GIL released) on ``threads`` threads (None = the physical cores of this machine).
+
+    Thread safety: calls from several Python threads are safe and give the same results as
+    serial calls; one model runs one call at a time (its arena is shared), different models
+    run in parallel. A model inherited through ``fork()`` works in the child on one thread.
     """
 
     def __init__(self, graph: Graph, labels=None, preprocess=None, provenance=None,

@@ -34,8 +34,9 @@ def _check_threads(threads):
 
 
 class CompiledModel:
-    """A graph bound to a C++ plan. ``model(x)`` takes NHWC float32 (N, H, W, C) (or NCHW with
-    ``layout="NCHW"``) and returns the graph's output (logits) as a NumPy array."""
+    """A graph bound to a C++ plan. ``model(x)`` takes NHWC float (N, H, W, C) (or NCHW with
+    ``layout="NCHW"``) and returns the graph's output (logits) as a NumPy array (see
+    :meth:`__call__`)."""
 
     def __init__(self, graph: Graph, threads: Optional[int] = None, fuse: bool = True,
                  fuse_blocks: bool = True):
@@ -65,39 +66,72 @@ class CompiledModel:
         return list(self._plan.step_names)
 
     def profile(self, x, repeats: int = 10, layout: str = "NHWC"):
-        """Per-step time of running the first image of ``x`` ``repeats`` times: a list of
-        (step name, milliseconds per run), in run order. Ordinary calls take no timings."""
-        x = self._check_input(x, layout)
+        """Per-step time of running the first image of ``x`` (a batch or one image, as for
+        ``model(x)``) ``repeats`` times: a list of (step name, milliseconds per run), in run
+        order. Ordinary calls take no timings."""
+        x, _ = self._check_input(x, layout)
         if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
             raise ValueError(f"repeats must be a positive int, got {repeats!r}")
-        seconds = self._plan.profile(x[:1], int(repeats))
+        if x.shape[0] < 1:
+            raise ValueError("x must hold at least one image")
+        first = np.require(x[:1], np.float32, ["C_CONTIGUOUS", "ALIGNED"])
+        seconds = self._plan.profile(first, int(repeats))
         return [(name, s * 1e3 / repeats) for name, s in zip(self.step_names, seconds)]
 
     def _check_input(self, x, layout):
+        """-> (x as an (N, H, W, C) array, not yet converted; whether x was one image)."""
         if layout not in ("NHWC", "NCHW"):
             raise ValueError(f'layout must be "NHWC" or "NCHW", got {layout!r}')
         if not isinstance(x, np.ndarray):
-            raise ValueError(f"x must be a numpy array, got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(f"x must be a 4-D {layout} batch, got shape {x.shape}")
+            try:  # lists, tuples, anything with __array__
+                x = np.asarray(x)
+            except (ValueError, TypeError) as e:  # ragged nested lists
+                raise ValueError(f"x must be a numpy array or convertible to one: {e}") from None
+        if x.dtype.kind != "f":  # int/uint8 pixels need the model's normalisation first
+            raise ValueError(f"x must be floating-point (float32 preferred; already normalised "
+                             f"as model.preprocess says), got {x.dtype}")
         _, h, w, c = self.input_shape
         want = (h, w, c) if layout == "NHWC" else (c, h, w)
-        if x.shape[1:] != want:
-            raise ValueError(f"x must have shape (N, {', '.join(map(str, want))}) in {layout}, "
-                             f"got {x.shape}")
-        if x.shape[0] < 1:
-            raise ValueError("x must hold at least one image")
-        if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"x must be float32 (already normalised), got {x.dtype}")
+        single = x.ndim == 3
+        if single:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1:] != want:
+            other, other_want = ("NCHW", (c, h, w)) if layout == "NHWC" else ("NHWC", (h, w, c))
+            hint = ""
+            if x.ndim == 4 and x.shape[1:] == other_want:
+                hint = f' (this looks like {other}: pass layout="{other}")'
+            raise ValueError(f"x must be an {layout} batch (N, {', '.join(map(str, want))}) or "
+                             f"one image ({', '.join(map(str, want))}), got shape "
+                             f"{np.shape(x)[single:]}{hint}")
         if layout == "NCHW":
             x = x.transpose(0, 2, 3, 1)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return x, single
+
+    # Inputs that need a copy (other dtype, strided, NCHW) are converted this many images at a
+    # time, so a huge batch never needs a second whole copy of itself.
+    _CONVERT_IMAGES = 16
 
     def __call__(self, x, layout: str = "NHWC"):
-        x = self._check_input(x, layout)
-        out = np.empty((x.shape[0],) + self.output_shape[1:], np.float32)
-        self._plan.run(x, out)
-        return out
+        """Logits of an NHWC float batch (N, H, W, C) -> (N, ...), or of one image (H, W, C)
+        -> (...) without the batch axis. Any float dtype, any strides (views, transposes,
+        Fortran order, read-only) are accepted and converted to float32; integer, bool,
+        complex or object arrays raise ValueError (normalise pixels first). An empty batch
+        gives an empty result. An image holding any NaN or Inf gets all-NaN outputs (the
+        kernels' max/min based ReLU clamps would otherwise turn it into finite garbage that
+        differs between ISAs); the other images of the batch are unaffected. The result is a
+        new array each call, never a view of the model's memory."""
+        x, single = self._check_input(x, layout)
+        n = x.shape[0]
+        out = np.empty((n,) + self.output_shape[1:], np.float32)
+        ready = x.dtype == np.float32 and x.flags.c_contiguous and x.flags.aligned
+        step = max(n, 1) if ready else self._CONVERT_IMAGES
+        for i in range(0, n, step):
+            chunk = np.require(x[i:i + step], np.float32, ["C_CONTIGUOUS", "ALIGNED"])
+            self._plan.run(chunk, out[i:i + step])
+            flat = chunk.reshape(len(chunk), -1)  # max/min: NaN and +-Inf show in one of them
+            finite = np.isfinite(flat.max(axis=1)) & np.isfinite(flat.min(axis=1))
+            out[i:i + step][~finite] = np.nan
+        return out[0] if single else out
 
 
 def compile_graph(graph: Graph, threads: Optional[int] = None, fuse: bool = True,

@@ -190,12 +190,14 @@ struct DwCase {
   int32_t h, w, c, k, s, pad_top, pad_left, pad_bottom, pad_right;
   int64_t in_ld, out_ld;
   ActKind act;
+  int32_t dil = 1;  // rows and columns (stride 1 only)
 };
 
 std::string dwconv_case(const KernelTable& t, const KernelTable& ref, const DwCase& p,
                         uint64_t seed, double* worst) {
-  const int32_t out_h = (p.h + p.pad_top + p.pad_bottom - p.k) / p.s + 1;
-  const int32_t out_w = (p.w + p.pad_left + p.pad_right - p.k) / p.s + 1;
+  const int32_t extent = (p.k - 1) * p.dil + 1;
+  const int32_t out_h = (p.h + p.pad_top + p.pad_bottom - extent) / p.s + 1;
+  const int32_t out_w = (p.w + p.pad_left + p.pad_right - extent) / p.s + 1;
   if (out_h < 1 || out_w < 1) return "";
   Rng rng(seed);
   const std::vector<float> in = rng.fill(static_cast<size_t>(p.h) * p.w * p.in_ld, -2.0f, 2.0f);
@@ -217,6 +219,7 @@ std::string dwconv_case(const KernelTable& t, const KernelTable& ref, const DwCa
       d.in = in.data(), d.h = p.h, d.w = p.w, d.c = p.c, d.in_ld = p.in_ld;
       d.out = outs[i].data(), d.out_h = out_h, d.out_w = out_w, d.out_ld = p.out_ld;
       d.kh = d.kw = p.k, d.sh = d.sw = p.s, d.pad_top = p.pad_top, d.pad_left = p.pad_left;
+      d.dil_h = d.dil_w = p.dil;
       d.packed_w = packed.data();
       d.act.kind = p.act;
       for (const auto& [r0, r1] : ranges) {
@@ -226,8 +229,8 @@ std::string dwconv_case(const KernelTable& t, const KernelTable& ref, const DwCa
     }
     char what[200];
     std::snprintf(what, sizeof what,
-                  "h=%d w=%d c=%d pads(t,l,b,r)=%d,%d,%d,%d in_ld=%lld out_ld=%lld act=%s rows=[%d,%d)x%zu",
-                  p.h, p.w, p.c, p.pad_top, p.pad_left, p.pad_bottom, p.pad_right,
+                  "h=%d w=%d c=%d dil=%d pads(t,l,b,r)=%d,%d,%d,%d in_ld=%lld out_ld=%lld act=%s rows=[%d,%d)x%zu",
+                  p.h, p.w, p.c, p.dil, p.pad_top, p.pad_left, p.pad_bottom, p.pad_right,
                   static_cast<long long>(p.in_ld), static_cast<long long>(p.out_ld),
                   act_name(p.act), ranges.front().first, ranges.back().second, ranges.size());
     std::string e = compare(outs[0], outs[1], kKernelTol, what, worst);
@@ -240,31 +243,33 @@ void test_dwconv(const KernelTable& t, const KernelTable& ref) {
   const std::pair<int32_t, int32_t> sizes[] = {{1, 1}, {2, 3}, {5, 7}, {9, 6}, {4, 19}, {17, 11}, {13, 40}};
   for (int32_t k : {3, 5})
     for (int32_t s : {1, 2})
-      for (int32_t c : kChannels) {
-        const std::string name = "dwconv k=" + std::to_string(k) + " s=" + std::to_string(s) +
-                                 " c=" + std::to_string(c);
-        run_test(name, [&](std::string& d) {
-          double worst = 0.0;
-          uint64_t seed = k * 100000 + s * 1000 + c;
-          int variant = 0;
-          const int32_t half = k / 2;
-          // (top, left, bottom, right): symmetric, valid, TF-same style (extra bottom/right),
-          // asymmetric with extra top/left, and mixed.
-          const int32_t pads[][4] = {{half, half, half, half}, {0, 0, 0, 0}, {half - 1 + (k == 3), half - 1 + (k == 3), half, half},
-                                     {0, 0, half, half},       {half, 0, 0, half}, {1, half, half, 0}};
-          for (const auto& hw : sizes)
-            for (const auto& pd : pads) {
-              ++variant;
-              DwCase p{hw.first, hw.second, c, k, s, pd[0], pd[1], pd[2], pd[3],
-                       variant % 3 == 0 ? c + 4 : c, variant % 4 == 1 ? c + 3 : c,
-                       kActs[variant % 5]};
-              std::string e = dwconv_case(t, ref, p, ++seed, &worst);
-              if (!e.empty()) return e;
-            }
-          d = fmt_err(worst);
-          return std::string();
-        });
-      }
+      for (int32_t dil : {1, 2, 4})
+        for (int32_t c : kChannels) {
+          if (dil > 1 && (s > 1 || k > 3)) continue;  // dilated: DeepLab's k3 s1
+          const std::string name = "dwconv k=" + std::to_string(k) + " s=" + std::to_string(s) +
+                                   " dil=" + std::to_string(dil) + " c=" + std::to_string(c);
+          run_test(name, [&](std::string& d) {
+            double worst = 0.0;
+            uint64_t seed = k * 100000 + s * 1000 + dil * 500 + c;
+            int variant = 0;
+            const int32_t half = k / 2;
+            // (top, left, bottom, right): symmetric, valid, TF-same style (extra bottom/right),
+            // asymmetric with extra top/left, and mixed.
+            const int32_t pads[][4] = {{half, half, half, half}, {0, 0, 0, 0}, {half - 1 + (k == 3), half - 1 + (k == 3), half, half},
+                                       {0, 0, half, half},       {half, 0, 0, half}, {1, half, half, 0}};
+            for (const auto& hw : sizes)
+              for (const auto& pd : pads) {
+                ++variant;
+                DwCase p{hw.first, hw.second, c, k, s, pd[0], pd[1], pd[2], pd[3],
+                         variant % 3 == 0 ? c + 4 : c, variant % 4 == 1 ? c + 3 : c,
+                         kActs[variant % 5], dil};
+                std::string e = dwconv_case(t, ref, p, ++seed, &worst);
+                if (!e.empty()) return e;
+              }
+            d = fmt_err(worst);
+            return std::string();
+          });
+        }
 }
 
 // ------------------------------------------------------------------------------ pooling

@@ -27,7 +27,11 @@
 // Kernel widths 3 and 5 and column strides 1 and 2 (MobileNet's) get these tiles; any other
 // width or stride takes the generic per-pixel path. Kernel height and row stride are runtime
 // values everywhere.
+// Dilation (DwconvArgs::dil_h / dil_w): kernel rows are dil_h input rows apart; a column
+// dilation splits the output columns into residue classes that are plain convs (dwconv_simd).
 #pragma once
+
+#include <algorithm>
 
 #include "kernels/vec.h"
 
@@ -270,26 +274,38 @@ void dwconv_simd(const DwconvArgs& d) {
 
   const VecActivation act(d.act);
   DwRow r;
-  r.row_stride = static_cast<int64_t>(d.w) * d.in_ld;
-  r.in_ld = d.in_ld;
-  r.out_ld = d.out_ld;
+  r.row_stride = static_cast<int64_t>(d.dil_h) * d.w * d.in_ld;  // between kernel rows
   r.wstep = static_cast<int64_t>(L) * (1 + d.kh * d.kw);
-  r.w = d.w;
-  r.pad_left = d.pad_left;
-  r.c = d.c;
-  r.out_w = d.out_w;
   r.kw = d.kw;
   r.sw = d.sw;
+  // Column dilation D (stride 1 only, see Conv2d): output columns ox = cls + D * j read input
+  // columns of one residue mod D only, so each class is an undilated conv over every D-th
+  // column (pixel steps in_ld * D / out_ld * D), which the tiles above run as they are.
+  const int32_t dil = d.dil_w;
+  r.c = d.c;
+  r.bias = d.packed_w;
   for (int32_t oy = d.oy_begin; oy < d.oy_end; ++oy) {
-    const int32_t iy0 = oy * d.sh - d.pad_top;
-    const int32_t ky0 = iy0 < 0 ? -iy0 : 0;
-    const int32_t ky1 = d.h - iy0 < d.kh ? d.h - iy0 : d.kh;
+    const int32_t iy0 = oy * d.sh - d.pad_top;  // in-image kernel rows: [ky0, ky1)
+    const int32_t ky0 = iy0 < 0 ? (-iy0 + d.dil_h - 1) / d.dil_h : 0;
+    const int32_t ky1 = iy0 >= d.h ? 0 : std::min(d.kh, (d.h - 1 - iy0) / d.dil_h + 1);
     r.rows = ky1 > ky0 ? ky1 - ky0 : 0;
-    r.in = d.in + (r.rows ? static_cast<int64_t>(iy0 + ky0) * r.row_stride : 0);
-    r.bias = d.packed_w;
+    const float* in =
+        d.in + (r.rows ? static_cast<int64_t>(iy0 + ky0 * d.dil_h) * d.w * d.in_ld : 0);
     r.taps = d.packed_w + (1 + static_cast<int64_t>(ky0) * d.kw) * L;
-    r.out = d.out + static_cast<int64_t>(oy) * d.out_w * d.out_ld;
-    row_fn(r, act);
+    float* out = d.out + static_cast<int64_t>(oy) * d.out_w * d.out_ld;
+    for (int32_t cls = 0; cls < dil && cls < d.out_w; ++cls) {
+      const int32_t base = cls - d.pad_left;  // input column of tap 0 of ox = cls
+      const int32_t q = base >= 0 ? base / dil : -((-base + dil - 1) / dil);
+      const int32_t first = base - q * dil;   // its residue, in [0, dil)
+      r.in = in + static_cast<int64_t>(first) * d.in_ld;
+      r.in_ld = d.in_ld * dil;
+      r.w = first < d.w ? (d.w - first + dil - 1) / dil : 0;
+      r.pad_left = -q;
+      r.out = out + static_cast<int64_t>(cls) * d.out_ld;
+      r.out_ld = d.out_ld * dil;
+      r.out_w = (d.out_w - cls + dil - 1) / dil;
+      row_fn(r, act);
+    }
   }
 }
 

@@ -26,10 +26,10 @@ void dwconv_scalar(const DwconvArgs& d) {
         float acc[kScalarDwconvCB];
         for (int32_t j = 0; j < cb; ++j) acc[j] = w[j];
         for (int32_t ky = 0; ky < d.kh; ++ky) {
-          const int32_t iy = oy * d.sh - d.pad_top + ky;
+          const int32_t iy = oy * d.sh - d.pad_top + ky * d.dil_h;
           if (iy < 0 || iy >= d.h) continue;
           for (int32_t kx = 0; kx < d.kw; ++kx) {
-            const int32_t ix = ox * d.sw - d.pad_left + kx;
+            const int32_t ix = ox * d.sw - d.pad_left + kx * d.dil_w;
             if (ix < 0 || ix >= d.w) continue;
             const float* in = d.in + (static_cast<int64_t>(iy) * d.w + ix) * d.in_ld + c0;
             const float* wt = w + (1 + ky * d.kw + kx) * cb;

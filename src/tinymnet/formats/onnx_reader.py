@@ -311,6 +311,20 @@ class _Reader:
                          constant_nodes=const_nodes)
 
 
+def _check_strings(msg, path):
+    """protobuf (upb) hands out a string field that is not valid UTF-8 as bytes: refuse such
+    a file here, once, rather than type-check every name read later."""
+    for fd, value in msg.ListFields():
+        if fd.type == fd.TYPE_STRING:
+            for v in [value] if isinstance(value, (str, bytes)) else value:
+                if not isinstance(v, str):
+                    raise FormatError(f"{msg.DESCRIPTOR.name}.{fd.name} is not valid UTF-8: "
+                                      f"{bytes(v[:40])!r}", path)
+        elif fd.type == fd.TYPE_MESSAGE:
+            for m in [value] if hasattr(value, "ListFields") else value:
+                _check_strings(m, path)
+
+
 def _text(b) -> str:
     if isinstance(b, bytes):
         try:
@@ -338,6 +352,7 @@ def load_onnx(path) -> OnnxModel:
             raise FormatError(f"not a valid ONNX protobuf: {exc}", path) from exc
         if not proto.HasField("graph") or not len(proto.graph.node):
             raise FormatError("ONNX model has no graph nodes (not an ONNX file, or truncated)", path)
+        _check_strings(proto, path)
         reader = _Reader(path, onnx)
         graph = reader.graph(proto.graph)
         opset = {imp.domain or "ai.onnx": int(imp.version) for imp in proto.opset_import}

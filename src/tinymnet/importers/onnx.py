@@ -658,6 +658,8 @@ def import_onnx(path, input_size=None, mean=None, std=None, name: Optional[str] 
     x = net.add_input(vin.name or "input", (None, hh, ww, c))
     imp.acts[vin.name] = x
     imp.run()
+    if not model.outputs:
+        raise FormatError("the graph has no output", path)
     outs = []
     for o in model.outputs:
         if o.name not in imp.acts:

@@ -711,6 +711,8 @@ def import_tflite(paths, name: Optional[str] = None) -> Imported:
             imp.rng[i0] = prev_rng
         imp.run()
         outs = list(model.outputs)
+        if not outs:
+            raise FormatError("the model has no output", model.path)
         if k < len(models) - 1:
             if len(outs) != 1:
                 raise FormatError(f"cannot chain a model with {len(outs)} outputs", model.path)
