@@ -1,8 +1,9 @@
 """Whole-model benchmark of bench/README.md: `tinymnet bench` on the bundled V2 and V3-Small
-and on random-weight V3-Large, V1 1.0 and EfficientNet-Lite0 (bench/make_models.py), each
-against onnxruntime, rendered as the README's markdown tables with the issue's targets.
+and on random-weight V3-Large, V1 1.0, EfficientNet-Lite0, GhostNet 1.0 and MobileNeXt 1.0
+(bench/make_models.py), each against onnxruntime, rendered as the README's markdown tables
+with the issue's targets.
 
-    python bench/whole_models.py                      # run everything (~4 min), print markdown
+    python bench/whole_models.py                      # run everything (~6 min), print markdown
     python bench/whole_models.py --save DIR           # ... and keep each model's JSON report
     python bench/whole_models.py --from DIR           # only render JSON reports saved before
     python bench/whole_models.py --rounds 3 --models v2,v3s
@@ -31,6 +32,8 @@ MODELS = {
     "v3l": ("MobileNetV3-Large 1.0 (random weights)", "mobilenet_v3_large", 0.85),
     "v1": ("MobileNetV1 1.0 (random weights)", "mobilenet_v1", 0.90),
     "effl0": ("EfficientNet-Lite0 (random weights)", "efficientnet_lite0", None),
+    "ghost": ("GhostNet 1.0 (random weights)", "ghostnet", 0.85),
+    "mnext": ("MobileNeXt 1.0 (random weights)", "mobilenext", 0.85),
 }
 TARGETS = {
     "scaling_v2": 1.8,       # 2 threads >= 1.8x faster than 1 thread on V2

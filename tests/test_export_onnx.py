@@ -88,6 +88,8 @@ ARCH_CASES = {
     "mobilenet_v3_small": (dict(resolution=64),
                            {"HardSwish", "HardSigmoid", "Relu", "Mul", "Add", "Gemm"}),
     "efficientnet_lite0": (dict(resolution=96), {"Clip", "Add", "Gemm"}),
+    "ghostnet": (dict(resolution=64), {"Concat", "Relu", "HardSigmoid", "Mul", "Add", "Gemm"}),
+    "mobilenext": (dict(resolution=64), {"Clip", "Add", "Gemm"}),
 }
 
 

@@ -177,6 +177,23 @@ def test_stem_kernel_mobilenet_sizes(isa, cout, padding, act):
         assert_close_scaled(conv(x), R.conv2d(x, w, b, **kw))
 
 
+@KERNEL_SETTINGS
+@given(c=conv_configs(), act=ACTIVATIONS, before=st.integers(0, 9), after=st.integers(1, 9),
+       seed=SEEDS)
+def test_conv2d_reads_a_channel_slice_of_x_in_place(isa, c, act, before, after, seed):
+    """x = big[..., a:b] is read with big's pixel stride (how a plan's cheap depthwise reads
+    the primary conv's part of a concat), no copy."""
+    from tinymnet.kernels import _nhwc_view
+
+    rng = rng_for(seed)
+    w, b, kw = make_conv(c, rng, True, act)
+    conv = K.Conv2d(w, b, **kw)
+    big = randn(rng, (c["n"], c["h"], c["w"], before + c["cin"] + after))
+    x = big[..., before:before + c["cin"]]
+    assert _nhwc_view(x, c["cin"]) is x
+    assert_close_scaled(conv(x), R.conv2d(np.ascontiguousarray(x), w, b, **kw))
+
+
 @pytest.mark.parametrize(
     "n, h, w, cin, cout, k, stride, padding, groups, act",
     [

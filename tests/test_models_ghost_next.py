@@ -163,3 +163,147 @@ def test_info_cli_json(capsys):
         assert main(["info", arch, "--json"]) in (0, None)
         out = json.loads(capsys.readouterr().out)
         assert out["params"] == params
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the compiled plan: concats are written in place by their convs (no copy step), with
+# the same results as the plan that copies (fuse_blocks=False) and the NumPy reference.
+
+
+def _close(y, ref, tol):
+    assert np.max(np.abs(y - ref)) <= tol * np.max(np.abs(ref))
+
+
+def _copying_and_in_place(g, x, threads=1):
+    from tinymnet.runtime import compile_graph
+
+    copying = compile_graph(g, threads=threads, fuse_blocks=False)
+    in_place = compile_graph(g, threads=threads)
+    want = copying(x)
+    _close(in_place(x), want, 1e-5)
+    _close(want, run_reference(g, x), 1e-4)
+    assert in_place.arena_bytes <= copying.arena_bytes
+    return copying, in_place
+
+
+def _kinds(model, suffix):
+    return sum(name.endswith(suffix) for name in model.step_names)
+
+
+@pytest.mark.parametrize("width", [0.5, 1.0, 1.3])
+def test_ghostnet_plan_has_no_concat_copies(width):
+    # (at 96x96 the random-weight GhostNet 1.0 is ill-conditioned: the plan and the
+    # reference differ by 1e-3 with or without in-place concats; 128x128 is not)
+    g = build("ghostnet", width=width, resolution=128, num_classes=17)
+    x = np.random.default_rng(1).standard_normal((2, 128, 128, 3)).astype(np.float32)
+    copying, in_place = _copying_and_in_place(g, x, threads=2)
+    assert _kinds(copying, ".concat") == 32 and _kinds(in_place, ".concat") == 0
+    assert len(in_place.step_names) <= len(copying.step_names) - 32
+
+
+def test_mobilenext_plan_matches_the_reference():
+    g = build("mobilenext", width=0.75, resolution=96, num_classes=17)
+    x = np.random.default_rng(2).standard_normal((2, 96, 96, 3)).astype(np.float32)
+    _copying_and_in_place(g, x, threads=2)
+
+
+def _odd_ghost_graph(size=(13, 11, 5)):
+    """Ghost bottlenecks of odd widths (their modules slice: init = ceil(out / 2)), with SE,
+    stride 2, identity and conv shortcuts, and a concat read by a slice and a conv."""
+    from tinymnet.graph import GraphBuilder
+    from tinymnet.models.ghostnet import ghost_bottleneck, ghost_module
+
+    b = GraphBuilder("odd", size)
+    x = ghost_bottleneck(b, b.input, "a", 3, 13, 7, 0.25, 2, 1e-5)  # conv shortcut
+    x = ghost_bottleneck(b, x, "b", 5, 9, 7, 0, 1, 1e-5)  # identity shortcut: add reads it
+    x = ghost_bottleneck(b, x, "c", 3, 17, 11, 0.25, 1, 1e-5)
+    y = ghost_module(b, x, "d", 9, True, 1e-5)
+    # the concat of "d" has a second reader, so its slice stays a copy (the concat does not)
+    z = b.conv2d("d.concat", "e", 6, 1)
+    # a cheap conv with a residual (its own input, read in place) is not cut short: the
+    # slice after its concat stays a copy
+    p = b.conv2d(x, "g.p", 5, 1)
+    q = b.conv2d(p, "g.q", 5, 3, padding=1, groups=5, residual=p)
+    w = b.add("slice_channels", [b.add("concat", [p, q], "g.concat")], "g.slice", start=0, stop=9)
+    y = b.add("concat", [y, z, w], "f")  # a concat of slices: copied
+    y = b.add("global_avg_pool", [y], "pool")
+    return b.build([b.linear(b.add("flatten", [y], "flat"), "fc", 3)], seed=5)
+
+
+def test_odd_ghost_modules_fold_their_slices(isa):
+    g = _odd_ghost_graph()
+    x = np.random.default_rng(3).standard_normal((2, 13, 11, 5)).astype(np.float32)
+    for threads in (1, 2, 3):
+        copying, in_place = _copying_and_in_place(g, x, threads)
+    assert _kinds(copying, ".concat") == 8 and _kinds(copying, ".slice") == 8
+    # every ghost module's concat and slice run no step; only "d.slice" (its concat has a
+    # second reader), "g.slice" (a residual) and the concat "f" (of slices) copy
+    assert _kinds(in_place, ".concat") == 0 and _kinds(in_place, ".slice") == 2
+    assert {"d.slice", "g.slice", "f"} <= set(in_place.step_names)
+
+
+def test_a_concat_part_can_end_a_fused_chain(isa):
+    """expand 1x1 (wide) -> primary 1x1 run as one banded chain whose output is a concat part."""
+    from tinymnet.graph import GraphBuilder
+    from tinymnet.models.ghostnet import ghost_module
+
+    b = GraphBuilder("chain", (64, 48, 4))
+    x = b.conv2d(b.input, "expand", 96, 1, activation="relu")
+    y = ghost_module(b, x, "m", 11, False, 1e-5)
+    g = b.build([y], seed=7)
+    x = np.random.default_rng(4).standard_normal((1, 64, 48, 4)).astype(np.float32)
+    for threads in (1, 2):
+        copying, in_place = _copying_and_in_place(g, x, threads)
+        assert in_place.step_names == ["expand", "m.cheap_operation.0"]
+        # the 96-channel tensor never exists whole; the concat buffer holds 11 channels
+        assert in_place.arena_bytes < 64 * 48 * 96 * 4
+
+
+def test_profile_names_every_step():
+    from tinymnet.runtime import compile_graph
+
+    model = compile_graph(build("ghostnet", width=0.5, resolution=64), threads=1)
+    x = np.zeros((1, 64, 64, 3), np.float32)
+    prof = model.profile(x, repeats=2)
+    assert [name for name, _ in prof] == model.step_names
+    assert all(ms >= 0 for _, ms in prof) and sum(ms for _, ms in prof) > 0
+    with pytest.raises(ValueError, match="repeats"):
+        model.profile(x, repeats=0)
+
+
+def test_odd_ghost_modules_export_to_onnx():
+    """The sliced ghost modules as ONNX Concat + Slice give the in-place plan's logits."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from tinymnet.export_onnx import graph_to_onnx
+    from tinymnet.runtime import compile_graph
+
+    g = _odd_ghost_graph()
+    proto = graph_to_onnx(g)
+    assert {"Concat", "Slice"} <= {n.op_type for n in proto.graph.node}
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(6).standard_normal((2, 13, 11, 5)).astype(np.float32)
+    got = sess.run(None, {sess.get_inputs()[0].name: x.transpose(0, 3, 1, 2).copy()})[0]
+    _close(got, compile_graph(g, threads=1)(x), 1e-4)
+
+
+def test_plan_names_a_concat_whose_in_place_inputs_differ_in_size():
+    """A graph that skipped the Python checks (as a C++ program loading a .tmn would) gets a
+    clear error naming the concat, not a write past its buffer."""
+    import json
+
+    from tinymnet import _C
+    from tinymnet.graph import GraphBuilder, graph_to_dict
+    from tinymnet.models.ghostnet import ghost_module
+    from tinymnet.passes import optimize
+
+    b = GraphBuilder("bad", (8, 8, 4))
+    g = optimize(b.build([ghost_module(b, b.input, "m", 6, True, 1e-5)], seed=1))
+    doc = graph_to_dict(g)
+    cheap = next(n for n in doc["nodes"] if n["name"] == "m.cheap_operation.0")
+    cheap["attrs"]["stride"] = [2, 2]  # its output is 4x4, the primary's 8x8
+    params = {k: np.ascontiguousarray(v, np.float32) for k, v in g.params.items()}
+    with pytest.raises(ValueError, match="concat 'm.concat': inputs differ in H or W"):
+        _C.Plan(json.dumps(doc), params, 1, True)
+    with pytest.raises(ValueError, match="concat inputs differ in H or W"):
+        _C.Plan(json.dumps(doc), params, 1, False)  # the copying plan checks too

@@ -39,6 +39,24 @@ py::buffer_info float_buffer(const py::handle& obj, const char* name, int ndim, 
   return arr.request(writable);
 }
 
+// x (N, H, W, C) float32 with contiguous channels and evenly strided pixels: C-contiguous, or a
+// channel range big[..., a:b] of a C-contiguous array (read in place). Returns the buffer and
+// the pixel stride in floats.
+std::pair<py::buffer_info, int64_t> nhwc_view(const py::handle& obj, const char* name) {
+  require(py::isinstance<py::array>(obj), std::string(name) + " must be a numpy array");
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  require(arr.dtype().is(py::dtype::of<float>()), std::string(name) + " must be float32");
+  require(arr.ndim() == 4, std::string(name) + " must have 4 dimensions");
+  if (arr.flags() & py::array::c_style) return {arr.request(), arr.shape(3)};
+  py::buffer_info info = arr.request();
+  const auto& s = info.strides;
+  const auto& d = info.shape;
+  require(s[3] == 4 && s[2] % 4 == 0 && s[2] >= 4 * d[3] && s[1] == d[2] * s[2] &&
+              s[0] == d[1] * s[1],
+          std::string(name) + " must be C-contiguous or a channel slice of a C-contiguous array");
+  return {std::move(info), s[2] / 4};
+}
+
 const float* optional_floats(const py::object& obj, const char* name, int64_t count) {
   if (obj.is_none()) return nullptr;
   auto info = float_buffer(obj, name, 1, false);
@@ -102,7 +120,7 @@ class PyConv2d {
   // residual (N, OH, OW, Cout) or None.
   void run(const py::object& x, const py::object& out, int64_t channel_offset,
            const py::object& residual) const {
-    auto xb = float_buffer(x, "x", 4, false);
+    auto [xb, x_ld] = nhwc_view(x, "x");
     auto ob = float_buffer(out, "out", 4, true);
     const Nhwc xs = nhwc(xb), os = nhwc(ob);
     require(xs.c == op_->cin(), "x has " + std::to_string(xs.c) + " channels, the conv expects " +
@@ -123,10 +141,10 @@ class PyConv2d {
     const float* xp = static_cast<const float*>(xb.ptr);
     float* op = static_cast<float*>(ob.ptr) + channel_offset;
     py::gil_scoped_release release;
-    const int64_t in_image = xs.h * xs.w * xs.c, out_image = os.h * os.w * os.c;
+    const int64_t in_image = xs.h * xs.w * x_ld, out_image = os.h * os.w * os.c;
     const int64_t res_image = static_cast<int64_t>(g.out_h) * g.out_w * op_->cout();
     for (int64_t i = 0; i < xs.n; ++i)
-      op_->run({xp + i * in_image, static_cast<int32_t>(xs.h), static_cast<int32_t>(xs.w), xs.c},
+      op_->run({xp + i * in_image, static_cast<int32_t>(xs.h), static_cast<int32_t>(xs.w), x_ld},
                op + i * out_image, os.c, res ? res + i * res_image : nullptr, op_->cout(), 0,
                g.out_h);
   }
@@ -306,6 +324,18 @@ class PyPlan {
     py::gil_scoped_release release;
     plan_->run(xp, batch, yp);
   }
+  std::vector<std::string> step_names() const { return plan_->step_names(); }
+  // Seconds each step took in total over `repeats` runs of the first image of x.
+  std::vector<double> profile(const py::object& x, int repeats) {
+    auto xb = float_buffer(x, "x", 4, false);
+    const auto& in = plan_->input_dims();
+    require(xb.shape[0] >= 1 && xb.shape[1] == in[0] && xb.shape[2] == in[1] && xb.shape[3] == in[2],
+            "x has the wrong image shape");
+    require(repeats >= 1, "repeats must be >= 1");
+    const float* xp = static_cast<const float*>(xb.ptr);
+    py::gil_scoped_release release;
+    return plan_->profile(xp, repeats);
+  }
 
  private:
   std::unique_ptr<Plan> plan_;
@@ -460,6 +490,8 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("output_dims", &PyPlan::output_dims)
       .def_property_readonly("arena_bytes", &PyPlan::arena_bytes)
       .def_property_readonly("threads", &PyPlan::threads)
+      .def_property_readonly("step_names", &PyPlan::step_names)
+      .def("profile", &PyPlan::profile, py::arg("x"), py::arg("repeats"))
       .def("run", &PyPlan::run, py::arg("x"), py::arg("out"));
   py::class_<TmnFile>(m, "TmnFile")
       .def(py::init<const std::string&, bool>(), py::arg("path"), py::arg("verify") = true,

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <chrono>
 #include <cstring>
+#include <set>
 #include <stdexcept>
 #include <utility>
 
@@ -78,19 +80,26 @@ const ParamView& param(const ParamMap& params, const json::Value& node, const ch
 }
 
 // The Conv2d op of a conv2d node whose input has `cin` channels (8-bit weights are
-// dequantized into scratch[0..1] on the way).
+// dequantized into scratch[0..1] on the way); keep >= 0: only its first `keep` output
+// channels (see Plan::plan_concats).
 std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& params, int32_t cin_in,
-                                  Isa isa, AlignedFloats* scratch) {
+                                  Isa isa, AlignedFloats* scratch, int32_t keep = -1) {
   const json::Value& attrs = node.at("attrs");
   const ParamView& w = param(params, node, "weight");
   const ParamView& b = param(params, node, "bias", true);
   require(w.shape.size() == 4, "conv weight must be 4-D");
   const auto stride = int_pair(attrs.at("stride"), "stride");
-  const int32_t groups = attrs.at("groups").as_int("groups");
-  const int32_t cout = w.shape[0], cin = w.shape[1] * groups;
+  int32_t groups = attrs.at("groups").as_int("groups");
+  int32_t cout = w.shape[0], cin = w.shape[1] * groups;
   require(cin == cin_in, "input has " + std::to_string(cin_in) + " channels, weight expects " +
                              std::to_string(cin));
   require(!b.present() || b.size() == cout, "bias size does not match the weight");
+  if (0 <= keep && keep < cout) {
+    // The first output channels' weights and biases are the leading rows of the arrays; a
+    // depthwise conv computes them from its input's first `keep` channels only.
+    if (groups == cout && groups == cin) cin = groups = keep;
+    cout = keep;
+  }
   return std::make_shared<Conv2d>(w.floats(scratch[0]), b.floats(scratch[1]), cout, cin, w.shape[2], w.shape[3], stride.first,
                                   stride.second, padding_attr(attrs.at("padding")), groups,
                                   activation_attr(attrs), isa);
@@ -247,6 +256,8 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
     return widest > std::max(in_floats, t.floats()) && bands < widest;
   };
 
+  if (fuse_chains) plan_concats(nodes, outputs[0].as_string("output"), params);
+
   for (size_t i = 0; i < nodes.size();) {
     size_t end = i + 1;
     if (fuse_chains) {
@@ -291,25 +302,137 @@ int Plan::root(int t) const {
 }
 
 float* Plan::Frame::at(int t) const {
-  t = plan->root(t);
-  if (t == plan->input_) return const_cast<float*>(input);
-  return arena + plan->tensors_[t].offset;
+  int64_t channel = 0;  // a concat input's channel range of the concat's buffer
+  for (; plan->tensors_[t].alias_of >= 0; t = plan->tensors_[t].alias_of)
+    channel += plan->tensors_[t].channel_offset;
+  if (t == plan->input_) return const_cast<float*>(input) + channel;
+  return arena + plan->tensors_[t].offset + channel;
+}
+
+std::vector<std::string> Plan::step_names() const {
+  std::vector<std::string> names;
+  for (const auto& step : steps_) names.push_back(step->name);
+  return names;
+}
+
+// No-copy concat. A concat whose inputs are each the output of a conv2d node that only conv2d
+// nodes read otherwise (convs take any pixel stride for their input, output and residual)
+// gets one buffer, named by the concat's output (the "group"). Each producing conv writes its
+// channel range of that buffer with the buffer's pixel stride, the cheap depthwise of a ghost
+// module reads the primary conv's range in place, and the concat runs no step. The inputs are
+// views (alias_of + channel_offset + ld) of the buffer, so the memory planner gives it the
+// union of their lifetimes.
+// A slice_channels from channel 0 that is the concat's only reader (a ghost module of odd
+// width) folds in too: the buffer holds only the kept channels, and the conv whose range
+// crosses the end computes only its first `keep` channels (weights sliced when packed; a
+// depthwise conv then reads only its input's first `keep` channels). That conv must have no
+// other reader and no residual, and no conv may fall wholly past the end; otherwise the slice
+// stays a copy.
+void Plan::plan_concats(const std::vector<json::Value>& nodes, const std::string& output,
+                        const ParamMap& params) {
+  std::map<std::string, const json::Value*> producer;
+  std::map<std::string, std::vector<const json::Value*>> readers;
+  for (const json::Value& n : nodes) {
+    producer[n.at("output").as_string()] = &n;
+    for (const json::Value& t : n.at("inputs").as_array()) readers[t.as_string()].push_back(&n);
+  }
+  auto op = [](const json::Value* n) { return n->at("op").as_string(); };
+  auto conv_channels = [&](const json::Value* n) -> int32_t {  // -1: not a well-formed conv
+    const json::Value* key = n->at("params").find("weight");
+    auto w = key && key->is_string() ? params.find(key->as_string()) : params.end();
+    return w == params.end() || w->second.shape.size() != 4 ? -1 : w->second.shape[0];
+  };
+  for (const json::Value& n : nodes) {
+    if (op(&n) != "concat") continue;
+    const std::string group = n.at("output").as_string();
+    std::vector<std::string> ins;
+    for (const json::Value& t : n.at("inputs").as_array()) ins.push_back(t.as_string());
+    bool ok = std::set<std::string>(ins.begin(), ins.end()).size() == ins.size();
+    std::vector<int32_t> widths;
+    int32_t total = 0;
+    for (const std::string& t : ins) {
+      auto p = producer.find(t);
+      ok = ok && t != output && p != producer.end() && op(p->second) == "conv2d";
+      for (const json::Value* r : readers[t]) ok = ok && (r == &n || op(r) == "conv2d");
+      if (!ok || conv_channels(p->second) <= 0) {
+        ok = false;
+        break;
+      }
+      widths.push_back(conv_channels(p->second));
+      total += widths.back();
+    }
+    if (!ok) continue;
+    int32_t channels = total;
+    const json::Value* slice = nullptr;
+    const auto& after = readers[group];
+    if (group != output && after.size() == 1 && op(after[0]) == "slice_channels") {
+      const json::Value& a = after[0]->at("attrs");
+      const json::Value *start = a.find("start"), *stop = a.find("stop");
+      if (start && stop && start->is_number() && stop->is_number() && start->as_int() == 0) {
+        const int64_t end = stop->as_int();
+        bool fold = 0 < end && end < total;
+        int64_t offset = 0;
+        for (size_t i = 0; fold && i < ins.size(); offset += widths[i++])
+          fold = end > offset && (end >= offset + widths[i] ||
+                                  (readers[ins[i]].size() == 1 &&
+                                   producer[ins[i]]->at("inputs").as_array().size() == 1));
+        if (fold) channels = static_cast<int32_t>(end), slice = after[0];
+      }
+    }
+    int32_t offset = 0;
+    for (size_t i = 0; i < ins.size(); offset += widths[i++])
+      concat_parts_[ins[i]] = {group, offset, std::min(widths[i], channels - offset)};
+    concat_channels_[group] = channels;
+    concat_alias_[group] = group;
+    if (slice) concat_alias_[slice->at("output").as_string()] = group;
+  }
+}
+
+// Adds step output tensor `y` named `name` (its id is the tensors' count before the call); a
+// concat part becomes a channel range of its group's buffer, which the first part creates.
+int Plan::add_output(const std::string& name, Tensor y) {
+  const int id = static_cast<int>(tensors_.size());
+  tensors_.push_back(y);
+  names_[name] = id;
+  auto part = concat_parts_.find(name);
+  if (part == concat_parts_.end()) return id;
+  const ConcatPart& cp = part->second;
+  auto group = names_.find(cp.group);
+  if (group == names_.end()) {
+    Tensor buffer;
+    buffer.h = y.h, buffer.w = y.w, buffer.c = concat_channels_.at(cp.group);
+    tensors_.push_back(buffer);
+    group = names_.emplace(cp.group, static_cast<int>(tensors_.size()) - 1).first;
+  }
+  const Tensor& buffer = tensors_[group->second];
+  require(buffer.h == y.h && buffer.w == y.w, "concat '" + cp.group + "': inputs differ in H or W");
+  require(y.c == cp.keep, "concat '" + cp.group + "': input has the wrong channel count");
+  Tensor& view = tensors_[id];
+  view.alias_of = group->second, view.channel_offset = cp.offset, view.ld = buffer.c;
+  return id;
 }
 
 void Plan::add_node(const json::Value& node, const ParamMap& params) {
   const std::string& op = node.at("op").as_string("op");
   const json::Value& attrs = node.at("attrs");
+  const std::string& out_name = node.at("output").as_string("output");
+  if (auto folded = concat_alias_.find(out_name); folded != concat_alias_.end()) {
+    names_[out_name] = tensor_id(folded->second, out_name);  // written in place by the convs
+    return;
+  }
   auto step = std::make_unique<Step>();
   step->name = node.at("name").as_string();
   for (const json::Value& t : node.at("inputs").as_array("inputs"))
     step->in.push_back(tensor_id(t.as_string("input"), step->name));
   require(!step->in.empty(), "has no inputs");
   const Tensor x = tensors_[step->in[0]];
-  Tensor y = x;
-  y.alias_of = -1;
+  Tensor y;
+  y.h = x.h, y.w = x.w, y.c = x.c;
 
   if (op == "conv2d") {
-    auto conv = make_conv(node, params, x.c, isa_, dequantized_);
+    auto part = concat_parts_.find(out_name);
+    auto conv = make_conv(node, params, x.c, isa_, dequantized_,
+                          part == concat_parts_.end() ? -1 : part->second.keep);
     const int32_t cout = conv->cout();
     const WindowGeometry g = conv->geometry(x.h, x.w);
     y.h = g.out_h, y.w = g.out_w, y.c = cout;
@@ -319,12 +442,12 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
       require(r.h == y.h && r.w == y.w && r.c == y.c, "residual shape differs from the output");
     }
     const int xi = step->in[0], ri = residual ? step->in[1] : -1, yi = static_cast<int>(tensors_.size());
-    const Tensor xs = x, ys = y;
+    const Tensor xs = x;
     step->rows = y.h;
     step->parallel = true;
-    step->run = [conv, xi, ri, yi, xs, ys](const Frame& p, int32_t r0, int32_t r1, int) {
-      conv->run({p.at(xi), xs.h, xs.w, xs.c}, p.at(yi), ys.c, ri >= 0 ? p.at(ri) : nullptr, ys.c,
-                r0, r1);
+    step->run = [conv, xi, ri, yi, xs](const Frame& p, int32_t r0, int32_t r1, int) {
+      conv->run({p.at(xi), xs.h, xs.w, p.ld(xi)}, p.at(yi), p.ld(yi),
+                ri >= 0 ? p.at(ri) : nullptr, ri >= 0 ? p.ld(ri) : 0, r0, r1);
     };
   } else if (op == "linear") {
     const ParamView& w = param(params, node, "weight");
@@ -533,9 +656,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
   } else {
     throw std::invalid_argument("op '" + op + "' is not supported by the compiled plan");
   }
-  step->out = static_cast<int>(tensors_.size());
-  tensors_.push_back(y);
-  names_[node.at("output").as_string("output")] = step->out;
+  step->out = add_output(out_name, y);
   steps_.push_back(std::move(step));
 }
 
@@ -561,9 +682,12 @@ void Plan::add_chain(const std::vector<const json::Value*>& nodes, const ParamMa
 
   std::vector<Level> levels;
   Tensor cur = tensors_[step->in[0]];
+  const std::string out_name = nodes.back()->at("output").as_string("output");
+  const auto part = concat_parts_.find(out_name);
   for (const json::Value* node : nodes) {
     Level l{};
-    l.conv = make_conv(*node, params, cur.c, isa_, dequantized_);
+    l.conv = make_conv(*node, params, cur.c, isa_, dequantized_,
+                       node == nodes.back() && part != concat_parts_.end() ? part->second.keep : -1);
     const WindowGeometry g = l.conv->geometry(cur.h, cur.w);
     l.in_h = cur.h, l.in_w = cur.w, l.in_c = cur.c;
     l.out_h = g.out_h, l.out_w = g.out_w, l.out_c = l.conv->cout(), l.pad_top = g.pad_top;
@@ -619,11 +743,13 @@ void Plan::add_chain(const std::vector<const json::Value*>& nodes, const ParamMa
       // previous band through a virtual origin: row r of the band's tensor sits at
       // origin + r * row_floats, and only rows held in the band are ever touched.
       const float* in = p.at(xi);
+      int64_t in_ld = p.ld(xi);
       for (size_t j = 0; j < n; ++j) {
         const Level& l = levels[j];
+        const float* res = l.residual >= 0 ? p.at(l.residual) : nullptr;
+        const int64_t res_ld = l.residual >= 0 ? p.ld(l.residual) : 0;
         if (j + 1 == n) {
-          l.conv->run({in, l.in_h, l.in_w, l.in_c}, p.at(yi), l.out_c,
-                      l.residual >= 0 ? p.at(l.residual) : nullptr, l.out_c, t0, t1);
+          l.conv->run({in, l.in_h, l.in_w, in_ld}, p.at(yi), p.ld(yi), res, res_ld, t0, t1);
           break;
         }
         float* band = bands + l.band_offset;
@@ -637,16 +763,14 @@ void Plan::add_chain(const std::vector<const json::Value*>& nodes, const ParamMa
         }
         float* origin = band - static_cast<int64_t>(n0) * l.row_floats;
         if (first_new < n1)
-          l.conv->run({in, l.in_h, l.in_w, l.in_c}, origin, l.out_c,
-                      l.residual >= 0 ? p.at(l.residual) : nullptr, l.out_c, first_new, n1);
+          l.conv->run({in, l.in_h, l.in_w, in_ld}, origin, l.out_c, res, res_ld, first_new, n1);
         held[j] = {n0, n1};
         in = origin;
+        in_ld = l.out_c;
       }
     }
   };
-  step->out = static_cast<int>(tensors_.size());
-  tensors_.push_back(y);
-  names_[nodes.back()->at("output").as_string("output")] = step->out;
+  step->out = add_output(out_name, y);
   steps_.push_back(std::move(step));
 }
 
@@ -697,19 +821,21 @@ void Plan::plan_memory() {
 }
 
 void Plan::run_image(const Frame& f, bool split, float* y) {
-  for (auto& step : steps_) {
-    if (!split || !step->parallel || step->rows == 1) {
-      step->run(f, 0, step->rows, 0);
-      continue;
-    }
-    const int64_t tasks = step->chunked ? std::min<int64_t>(step->rows, pool_.size())
-                                        : row_tasks(step->rows, pool_.size());
-    pool_.parallel_for(tasks, [&](int64_t task, int thread) {
-      const auto [r0, r1] = task_rows(task, tasks, step->rows);
-      step->run(f, r0, r1, thread);
-    });
-  }
+  for (auto& step : steps_) run_step(f, *step, split);
   std::memcpy(y, f.at(output_), sizeof(float) * tensors_[output_].floats());
+}
+
+void Plan::run_step(const Frame& f, Step& step, bool split) {
+  if (!split || !step.parallel || step.rows == 1) {
+    step.run(f, 0, step.rows, 0);
+    return;
+  }
+  const int64_t tasks = step.chunked ? std::min<int64_t>(step.rows, pool_.size())
+                                     : row_tasks(step.rows, pool_.size());
+  pool_.parallel_for(tasks, [&](int64_t task, int thread) {
+    const auto [r0, r1] = task_rows(task, tasks, step.rows);
+    step.run(f, r0, r1, thread);
+  });
 }
 
 void Plan::run(const float* x, int64_t batch, float* y) {
@@ -730,6 +856,19 @@ void Plan::run(const float* x, int64_t batch, float* y) {
   }
   for (; i < batch; ++i)
     run_image({this, arenas_[0].data(), x + i * in_floats}, threads > 1, y + i * out_floats);
+}
+
+std::vector<double> Plan::profile(const float* x, int repeats) {
+  std::lock_guard<std::mutex> lock(run_mutex_);
+  std::vector<double> seconds(steps_.size(), 0.0);
+  const Frame f{this, arenas_[0].data(), x};
+  for (int r = 0; r < repeats; ++r)
+    for (size_t s = 0; s < steps_.size(); ++s) {
+      const auto t0 = std::chrono::steady_clock::now();
+      run_step(f, *steps_[s], pool_.size() > 1);
+      seconds[s] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+  return seconds;
 }
 
 }  // namespace tmn

@@ -50,7 +50,8 @@ using ParamMap = std::map<std::string, ParamView>;
 class Plan {
  public:
   // Throws std::invalid_argument (naming the node) for anything it cannot run.
-  // fuse_chains = false materialises every tensor (to compare memory and results).
+  // fuse_chains = false materialises every tensor and runs concats as copies (to compare
+  // memory and results).
   Plan(const json::Value& graph, const ParamMap& params, int threads, Isa isa,
        bool fuse_chains = true);
   ~Plan();
@@ -61,28 +62,43 @@ class Plan {
   int64_t arena_bytes() const { return arena_floats_ * static_cast<int64_t>(sizeof(float)); }
   int threads() const { return pool_.size(); }
   size_t steps() const { return steps_.size(); }
+  // The node name of every step, in run order (a fused chain is named by its first node).
+  std::vector<std::string> step_names() const;
 
   // x: batch NHWC images (contiguous); y: batch outputs (contiguous). Calls are serialised.
   // A batch of at least threads() images runs whole images in parallel, each thread on an
   // arena of its own (allocated on the first such call); otherwise each step's output rows
   // are split over the threads.
   void run(const float* x, int64_t batch, float* y);
+  // run() one image `repeats` times; returns each step's total seconds (for profiling: run()
+  // itself takes no timings).
+  std::vector<double> profile(const float* x, int repeats);
 
  private:
   struct Tensor {
     int32_t h = 1, w = 1, c = 1;
     int64_t floats() const { return static_cast<int64_t>(h) * w * c; }
-    int alias_of = -1;        // flatten/reshape/dropout share their input's buffer
+    int alias_of = -1;        // flatten/reshape/dropout share their input's buffer; a concat
+                              // input is a channel range of the concat's buffer:
+    int32_t channel_offset = 0;  // ... starting at this channel of alias_of
+    int64_t ld = 0;              // ... with this pixel stride in floats (0: c)
     int first = 0, last = 0;  // steps that write it first / read it last
     int64_t offset = -1;      // in floats, within the arena
   };
   struct Step;
+  // A conv output written into a concat's buffer: channels [offset, offset + keep) of the
+  // concat `group` (keep < the conv's channels when a slice after the concat drops the rest).
+  struct ConcatPart {
+    std::string group;
+    int32_t offset, keep;
+  };
   // Where one image's steps run: the arena holding its tensors and its input image.
   struct Frame {
     const Plan* plan;
     float* arena;
     const float* input;
     float* at(int t) const;
+    int64_t ld(int t) const { return plan->ld(t); }
   };
 
   int tensor_id(const std::string& name, const std::string& node) const;
@@ -90,12 +106,20 @@ class Plan {
   void add_node(const json::Value& node, const ParamMap& params);
   void add_chain(const std::vector<const json::Value*>& nodes, const ParamMap& params);
   void plan_memory();
+  void plan_concats(const std::vector<json::Value>& nodes, const std::string& output,
+                    const ParamMap& params);
+  int add_output(const std::string& name, Tensor y);
+  int64_t ld(int t) const { return tensors_[t].ld ? tensors_[t].ld : tensors_[t].c; }
   // Runs every step on one image; split = spread each step's rows over the pool.
   void run_image(const Frame& f, bool split, float* y);
+  void run_step(const Frame& f, Step& step, bool split);
 
   WeightPool weights_;  // packed weights and the arena (declared first: freed last)
   std::vector<Tensor> tensors_;
   std::map<std::string, int> names_;
+  std::map<std::string, ConcatPart> concat_parts_;   // conv output name -> where it goes
+  std::map<std::string, int32_t> concat_channels_;   // concat group -> its buffer's channels
+  std::map<std::string, std::string> concat_alias_;  // folded concat/slice output -> group
   std::vector<std::unique_ptr<Step>> steps_;
   int input_ = -1, output_ = -1;
   std::vector<int64_t> input_dims_, output_dims_;

@@ -107,6 +107,19 @@ def _input(x, name="x", ndim=4, channels=None):
     return np.require(x, np.float32, ["C_CONTIGUOUS", "ALIGNED"])
 
 
+def _nhwc_view(x, channels):
+    """A conv input: x itself when it is a channel range of a wider C-contiguous NHWC array
+    (``big[..., a:b]``: the kernels read it in place, with big's pixel stride), else a
+    C-contiguous copy."""
+    x = x if isinstance(x, np.ndarray) and x.ndim == 4 else _input(x, channels=channels)
+    s, (_, h, w, c) = x.strides, x.shape
+    if (x.dtype == np.float32 and x.flags.aligned and min(x.shape) >= 1 and c == channels
+            and s[3] == 4
+            and s[2] % 4 == 0 and s[2] >= 4 * c and s[1] == w * s[2] and s[0] == h * s[1]):
+        return x
+    return _input(x, channels=channels)
+
+
 def _act_args(activation, alpha, beta, name="activation"):
     act = check_activation(activation, name)
     return (act or "none", DEFAULT_ALPHA if alpha is None else float(alpha),
@@ -128,6 +141,9 @@ class Conv2d:
     depthwise kernel; a 3x3 stride-2 conv of 3 input channels (the MobileNets' first layer,
     any padding) runs the direct stem kernel ("stem"); any other groups == 1 conv runs
     im2col + GEMM ("direct").
+    ``x`` may be a channel slice ``big[..., a:b]`` of a wider C-contiguous NHWC array: it is
+    read in place (the kernels take an input pixel stride), as a compiled plan reads one part
+    of a concat.
     """
 
     def __init__(self, weight, bias=None, stride=1, padding=0, groups=1, activation=None,
@@ -164,7 +180,7 @@ class Conv2d:
         return (n, oh, ow, self.out_channels)
 
     def __call__(self, x, residual=None, out=None, channel_offset=0):
-        x = _input(x, channels=self.in_channels)
+        x = _nhwc_view(x, self.in_channels)
         shape = self.out_shape(x.shape)
         if residual is not None:
             residual = _input(residual, "residual")

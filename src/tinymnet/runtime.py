@@ -83,6 +83,25 @@ class CompiledModel:
         """Bytes of the activation arena (one image at a time)."""
         return self._plan.arena_bytes
 
+    @property
+    def step_names(self):
+        """The node name of each step the plan runs, in order (a fused conv chain is named by
+        its first conv; a concat written in place by its convs runs no step)."""
+        return list(self._plan.step_names)
+
+    def profile(self, x, repeats: int = 10, layout: str = "NHWC"):
+        """Per-step time of running the first image of ``x`` (a batch or one image, as for
+        ``model(x)``) ``repeats`` times: a list of (step name, milliseconds per run), in run
+        order. Ordinary calls take no timings."""
+        x, _ = self._check_input(x, layout)
+        if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+            raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+        if x.shape[0] < 1:
+            raise ValueError("x must hold at least one image")
+        first = np.require(x[:1], np.float32, ["C_CONTIGUOUS", "ALIGNED"])
+        seconds = self._plan.profile(first, int(repeats))
+        return [(name, s * 1e3 / repeats) for name, s in zip(self.step_names, seconds)]
+
     def _check_input(self, x, layout):
         """-> (x as an (N, H, W, C) array, not yet converted; whether x was one image)."""
         if layout not in ("NHWC", "NCHW"):
@@ -143,5 +162,6 @@ def compile_graph(graph: Graph, threads: Optional[int] = None, fuse: bool = True
                   fuse_blocks: bool = True) -> CompiledModel:
     """``fuse``: run the graph passes (BN folding, activation/residual fusion) first;
     ``fuse_blocks``: let the plan run conv chains (inverted-residual blocks) band by band
-    instead of materialising their widest tensors."""
+    instead of materialising their widest tensors, and have convs write their channel range of
+    a concat's buffer instead of copying (False: every tensor its own buffer, for checking)."""
     return CompiledModel(graph, threads, fuse, fuse_blocks)
