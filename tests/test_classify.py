@@ -329,10 +329,17 @@ def test_classifier_on_paths_pil_and_arrays(tmp_path, tf_tmn):
     assert by_path[0]["path"] == str(path) and by_pil[0]["path"] is None
     preds = by_path[0]["predictions"]
     assert len(preds) == 4
+
+    def same(got):  # a batch of >= threads images runs whole images per thread, a single
+        # image row-split: the sums round differently in the last bits
+        assert [(p["class"], p["label"]) for p in got] == [(p["class"], p["label"]) for p in preds]
+        assert [p["score"] for p in got] == pytest.approx([p["score"] for p in preds], rel=1e-5)
+
     for other in (by_str[0], by_pil[0], by_arr[0], by_batch[0], by_batch[1]):
-        assert other["predictions"] == preds
+        same(other["predictions"])
     mixed = clf.classify([arr, str(path), Image.fromarray(arr)], top_k=4)
-    assert [m["predictions"] for m in mixed] == [preds] * 3
+    for m in mixed:
+        same(m["predictions"])
     with pytest.raises(TinymnetError, match="uint8"):
         clf.classify(arr.astype(np.float32))
     with pytest.raises(TinymnetError, match="top_k"):
