@@ -27,8 +27,8 @@ from .preprocess import IMAGE_EXTENSIONS, MODES, ImageError, prepare
 __all__ = ["Classifier", "collect_images", "classify_paths"]
 
 
-def _label_offset(graph, n_out: int) -> int:
-    off = graph.meta.get("label_offset")
+def _label_offset(meta, n_out: int) -> int:
+    off = meta.get("label_offset")
     if off is None:
         off = 1 if n_out == 1001 else 0
     off = int(off)
@@ -53,13 +53,13 @@ class Classifier:
             raise TinymnetError(f"preprocess must be one of {MODES}, got {preprocess!r}")
         self.model = model if isinstance(model, Model) else load(model, threads=threads)
         self.preprocess = preprocess
-        g = self.model.graph
-        out_shape = g.shapes[g.outputs[0]]
-        if len(out_shape) != 2:
-            raise TinymnetError(f"{self.name}: the output has shape {tuple(out_shape)}; only "
+        # from the compiled plan and the file header: the Python graph is not needed here
+        out_shape = self.model.output_shape
+        if len(out_shape) != 1:
+            raise TinymnetError(f"{self.name}: the output has shape {(None,) + out_shape}; only "
                                 "classifiers (one score per class) can classify images")
-        self.num_outputs = int(out_shape[-1])
-        self.label_offset = _label_offset(g, self.num_outputs)
+        self.num_outputs = int(out_shape[0])
+        self.label_offset = _label_offset(self.model.meta, self.num_outputs)
         self.num_classes = self.num_outputs - self.label_offset
         labels = self.model.labels
         if labels is not None and len(labels) == self.num_outputs and self.label_offset:

@@ -34,6 +34,7 @@ class Model:
         self.preprocess = dict(preprocess or {})
         self.provenance = dict(provenance or {})
         self.path = path
+        self.meta = dict(graph.meta)  # the graph's metadata (arch, label_offset, ...)
         self._compiled = compile_graph(graph, threads)
 
     @classmethod
@@ -49,6 +50,7 @@ class Model:
         self.labels = file.header("labels")
         self.preprocess = dict(file.header("preprocess") or {})
         self.provenance = dict(file.header("provenance") or {})
+        self.meta = dict((file.header("graph") or {}).get("meta") or {})
         return self
 
     @property
@@ -72,6 +74,11 @@ class Model:
     def input_shape(self):
         """(H, W, C) of one input image."""
         return tuple(self._compiled.input_shape[1:])
+
+    @property
+    def output_shape(self):
+        """Shape of one image's output, e.g. (1001,) for TF-slim classifiers."""
+        return tuple(self._compiled.output_shape[1:])
 
     @property
     def isa(self) -> str:
