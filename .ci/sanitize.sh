@@ -11,12 +11,14 @@
 #      through the C++ Plan against the logits step 1 wrote.
 # Any sanitizer report fails the script: ASan and UBSan abort the process
 # (-fno-sanitize-recover, halt_on_error), LeakSanitizer makes it exit non-zero. Leaks are
-# checked with .ci/lsan.supp, which only names CPython / numpy / pybind11 allocations that
+# checked with .ci/lsan.supp, which only names CPython / numpy allocations that
 # live until the interpreter exits (see the file) — never tinymnet's own frames.
 #
-# Needs g++ with libasan/libubsan (apt-get installs them when missing; needs root or sudo).
+# Needs g++ with libasan/libubsan (apt-get installs them when missing; needs root or sudo)
+# and pybind11 (pip-installed when missing).
 # Env: TINYMNET_SANITIZE_DIR (default build/sanitize), TINYMNET_BUILD_JOBS (parallel
-# compiles), TINYMNET_SANITIZE_REUSE=1 (skip the build if one exists), TINYMNET_TEST_EXAMPLES (hypothesis examples per kernel test, default 20 here).
+# compiles), TINYMNET_SANITIZE_REUSE=1 (skip the build if one exists),
+# TINYMNET_TEST_EXAMPLES (hypothesis examples per kernel test, default 20 here).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -64,7 +66,9 @@ EOF
 ) || die "could not read the source list from setup.py"
 EXT_SUFFIX="${BUILD_INFO[0]}"
 SOURCES=("${BUILD_INFO[@]:1}")
-PYBIND_INC="$("$PY" -m pybind11 --includes)" || die "pybind11 is not installed (pip install pybind11)"
+# pybind11 is only a build requirement of `pip install .` (isolated): install it when missing.
+"$PY" -c "import pybind11" 2>/dev/null || "$PY" -m pip install "pybind11>=2.11" || die "pip install pybind11 failed"
+PYBIND_INC="$("$PY" -m pybind11 --includes)" || die "pybind11 --includes failed"
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -O1 -g)
 FLAGS=(-std=c++17 -fPIC -pthread -Icsrc -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter
        "${SAN[@]}")
