@@ -61,6 +61,28 @@ def check_tmn(path):
     _expect_tinymnet_error(path, load_tmn, path)
     # Without the checksum the fuzzer reaches the JSON header and the tensor table.
     _expect_tinymnet_error(path, load_tmn, path, verify=False)
+    _check_tmn_plan(path)
+
+
+def _check_tmn_plan(path):
+    """The C++ loader `tinymnet.load` tries first: map the file, build the plan from its
+    header and weights, run it. A hostile file can carry a valid checksum, so the unverified
+    read stands for one: every failure must be a ValueError naming the file, never a crash
+    or a MemoryError from a size the file did not justify."""
+    from tinymnet import _C
+
+    for verify in (True, False):
+        try:
+            plan = _C.TmnFile(os.fspath(path), verify).plan(1, True)
+        except MemoryError as exc:
+            raise Finding(f"the C++ loader tried a huge allocation: {exc}") from exc
+        except ValueError as exc:
+            if os.fspath(path) not in str(exc):
+                raise Finding(f"C++ loader error does not name the file: {exc}") from exc
+            continue
+        dims_in, dims_out = tuple(plan.input_dims), tuple(plan.output_dims)
+        if np.prod(dims_in) <= 1 << 20 and np.prod(dims_out) <= 1 << 20:
+            plan.run(np.zeros((1,) + dims_in, np.float32), np.empty((1,) + dims_out, np.float32))
 
 
 def check_pth(path):

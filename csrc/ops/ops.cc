@@ -80,6 +80,10 @@ AlignedFloats::AlignedFloats(int64_t count, bool heap) : size_(count) {
 
 WindowGeometry window_geometry(int32_t h, int32_t w, int32_t kh, int32_t kw, int32_t sh,
                                int32_t sw, const Padding& pad) {
+  require(kh >= 1 && kw >= 1, "kernel size must be positive");
+  require(sh >= 1 && sw >= 1, "stride must be positive");
+  require(pad.top >= 0 && pad.bottom >= 0 && pad.left >= 0 && pad.right >= 0,
+          "padding must not be negative");
   WindowGeometry g{};
   if (pad.same) {
     std::tie(g.pad_top, g.pad_bottom) = same_pads(h, kh, sh);

@@ -503,7 +503,11 @@ PYBIND11_MODULE(_C, m) {
            }, py::arg("key"), "One top-level entry of the JSON header (None if absent).")
       .def_property_readonly("crc", &TmnFile::stored_crc)
       .def("plan", [](const TmnFile& f, int threads, bool fuse_chains) {
-             return new PyPlan(f, threads, fuse_chains);
+             try {
+               return new PyPlan(f, threads, fuse_chains);
+             } catch (const std::invalid_argument& e) {  // name the file, as the reader does
+               throw std::invalid_argument(f.path() + ": " + e.what());
+             }
            }, py::arg("threads"), py::arg("fuse_chains"),
            "A Plan of the stored graph (which must already be optimised).");
   m.def("default_threads", &ThreadPool::default_threads,

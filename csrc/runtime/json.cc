@@ -215,7 +215,33 @@ class Parser {
   size_t pos_ = 0;
 };
 
-Value Value::parse(const std::string& text) { return Parser(text).parse_document(); }
+// Byte offset of the first byte that is not well-formed UTF-8 (RFC 3629: no overlongs, no
+// surrogates, at most U+10FFFF), or npos. JSON text is UTF-8, and every string of the
+// document may end up in an error message or a Python str.
+static size_t invalid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = s[i];
+    int len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return i;
+    unsigned cp = len == 1 ? c : c & (0x7F >> len);
+    for (int k = 1; k < len; ++k) {
+      const unsigned char d = s[i + k];
+      if ((d >> 6) != 0x2) return i;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    static const unsigned kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
+Value Value::parse(const std::string& text) {
+  const size_t bad = invalid_utf8(text);
+  if (bad != std::string::npos)
+    throw std::invalid_argument("JSON: invalid UTF-8 at byte " + std::to_string(bad));
+  return Parser(text).parse_document();
+}
 
 bool Value::as_bool(const char* what) const {
   if (type_ != Type::boolean) wrong_type(what, "a boolean", type_);

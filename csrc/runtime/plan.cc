@@ -45,11 +45,18 @@ Activation named_activation(const json::Value& attrs, const char* key) {
   return a;
 }
 
+// A size-like int attribute: in [0, 2^16], so products and casts to int32 cannot wrap.
+int32_t small_int(const json::Value& v, const char* what) {
+  const int64_t x = v.as_int(what);
+  require(0 <= x && x <= (1 << 16), std::string(what) + " out of range: " + std::to_string(x));
+  return static_cast<int32_t>(x);
+}
+
 std::pair<int32_t, int32_t> int_pair(const json::Value& v, const char* what) {
-  if (v.is_number()) return {static_cast<int32_t>(v.as_int(what)), static_cast<int32_t>(v.as_int(what))};
+  if (v.is_number()) return {small_int(v, what), small_int(v, what)};
   const auto& a = v.as_array(what);
   require(a.size() == 2, std::string(what) + " must have 2 values");
-  return {static_cast<int32_t>(a[0].as_int(what)), static_cast<int32_t>(a[1].as_int(what))};
+  return {small_int(a[0], what), small_int(a[1], what)};
 }
 
 Padding padding_attr(const json::Value& v) {
@@ -61,8 +68,8 @@ Padding padding_attr(const json::Value& v) {
   }
   const auto& a = v.as_array("padding");
   require(a.size() == 4, "padding must have 4 values (top, bottom, left, right)");
-  p.top = a[0].as_int("padding"), p.bottom = a[1].as_int("padding");
-  p.left = a[2].as_int("padding"), p.right = a[3].as_int("padding");
+  p.top = small_int(a[0], "padding"), p.bottom = small_int(a[1], "padding");
+  p.left = small_int(a[2], "padding"), p.right = small_int(a[3], "padding");
   return p;
 }
 
@@ -89,7 +96,7 @@ std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& param
   const ParamView& b = param(params, node, "bias", true);
   require(w.shape.size() == 4, "conv weight must be 4-D");
   const auto stride = int_pair(attrs.at("stride"), "stride");
-  int32_t groups = attrs.at("groups").as_int("groups");
+  int32_t groups = small_int(attrs.at("groups"), "groups");
   int32_t cout = w.shape[0], cin = w.shape[1] * groups;
   require(cin == cin_in, "input has " + std::to_string(cin_in) + " channels, weight expects " +
                              std::to_string(cin));
@@ -199,8 +206,8 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
   const auto& shape = inputs[0].at("shape").as_array("input shape");
   require(shape.size() == 4, "the graph input must be NHWC");
   Tensor in;
-  in.h = shape[1].as_int("input H"), in.w = shape[2].as_int("input W");
-  in.c = shape[3].as_int("input C");
+  in.h = small_int(shape[1], "input H"), in.w = small_int(shape[2], "input W");
+  in.c = small_int(shape[3], "input C");
   require(in.h > 0 && in.w > 0 && in.c > 0, "input dims must be positive");
   input_ = 0;
   tensors_.push_back(in);
@@ -609,7 +616,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
       }
     };
   } else if (op == "slice_channels") {
-    const int32_t start = attrs.at("start").as_int("start"), stop = attrs.at("stop").as_int("stop");
+    const int32_t start = small_int(attrs.at("start"), "start"), stop = small_int(attrs.at("stop"), "stop");
     require(0 <= start && start < stop && stop <= x.c, "slice out of range");
     y.c = stop - start;
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
@@ -623,7 +630,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
   } else if (op == "pad") {
     const auto& pads = attrs.at("pads").as_array("pads");
     require(pads.size() == 4, "pads must have 4 values");
-    const int32_t t = pads[0].as_int(), b = pads[1].as_int(), l = pads[2].as_int(), r = pads[3].as_int();
+    const int32_t t = small_int(pads[0], "pads"), b = small_int(pads[1], "pads"), l = small_int(pads[2], "pads"), r = small_int(pads[3], "pads");
     require(t >= 0 && b >= 0 && l >= 0 && r >= 0, "pads must be >= 0");
     const json::Value* v = attrs.find("value");
     const float value = v && v->is_number() ? static_cast<float>(v->as_number()) : 0.0f;
@@ -790,6 +797,10 @@ void Plan::plan_memory() {
     if (steps_[s]->scratch >= 0) tensors_[steps_[s]->scratch].first = tensors_[steps_[s]->scratch].last = i;
   }
   tensors_[root(output_)].last = static_cast<int>(steps_.size());
+  for (const Tensor& t : tensors_)  // a hostile header must not make us allocate terabytes
+    require(t.floats() <= (int64_t{1} << 28), "a tensor of " + std::to_string(t.h) + "x" +
+                                                 std::to_string(t.w) + "x" + std::to_string(t.c) +
+                                                 " floats is larger than 1 GiB");
   std::vector<int> order;
   for (int t = 0; t < n; ++t)
     if (tensors_[t].alias_of < 0 && t != input_) order.push_back(t);
