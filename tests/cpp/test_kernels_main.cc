@@ -193,6 +193,15 @@ struct DwCase {
   int32_t dil = 1;  // rows and columns (stride 1 only)
 };
 
+// Row ranges a kernel is run over: the whole output, an inner range, and the output split in
+// 3 calls (each must give the rows a whole-output call gives).
+std::vector<std::vector<std::pair<int32_t, int32_t>>> row_range_plans(int32_t out_h) {
+  std::vector<std::vector<std::pair<int32_t, int32_t>>> plans = {{{0, out_h}}};
+  if (out_h >= 3) plans.push_back({{1, out_h - 1}});
+  if (out_h >= 3) plans.push_back({{0, out_h / 3}, {out_h / 3, 2 * out_h / 3}, {2 * out_h / 3, out_h}});
+  return plans;
+}
+
 std::string dwconv_case(const KernelTable& t, const KernelTable& ref, const DwCase& p,
                         uint64_t seed, double* worst) {
   const int32_t extent = (p.k - 1) * p.dil + 1;
@@ -204,11 +213,7 @@ std::string dwconv_case(const KernelTable& t, const KernelTable& ref, const DwCa
   const std::vector<float> w = rng.fill(static_cast<size_t>(p.c) * p.k * p.k);
   const std::vector<float> bias = rng.fill(p.c);
   const size_t out_floats = static_cast<size_t>(out_h) * out_w * p.out_ld;
-  // Row ranges: the whole output, an inner range, and the output split in 3 calls.
-  std::vector<std::vector<std::pair<int32_t, int32_t>>> plans = {{{0, out_h}}};
-  if (out_h >= 3) plans.push_back({{1, out_h - 1}});
-  if (out_h >= 3) plans.push_back({{0, out_h / 3}, {out_h / 3, 2 * out_h / 3}, {2 * out_h / 3, out_h}});
-  for (const auto& ranges : plans) {
+  for (const auto& ranges : row_range_plans(out_h)) {
     std::vector<float> outs[2];
     const KernelTable* tables[2] = {&t, &ref};
     for (int i = 0; i < 2; ++i) {
@@ -289,11 +294,7 @@ std::string stem_case(const KernelTable& t, const KernelTable& ref, const StemCa
   const std::vector<float> w = rng.fill(static_cast<size_t>(p.cout) * kStemCin * kStemK * kStemK);
   const std::vector<float> bias = rng.fill(p.cout);
   const size_t out_floats = static_cast<size_t>(out_h) * out_w * p.out_ld;
-  // Row ranges: the whole output, an inner range, and the output split in 3 calls.
-  std::vector<std::vector<std::pair<int32_t, int32_t>>> plans = {{{0, out_h}}};
-  if (out_h >= 3) plans.push_back({{1, out_h - 1}});
-  if (out_h >= 3) plans.push_back({{0, out_h / 3}, {out_h / 3, 2 * out_h / 3}, {2 * out_h / 3, out_h}});
-  for (const auto& ranges : plans) {
+  for (const auto& ranges : row_range_plans(out_h)) {
     std::vector<float> outs[2];
     const KernelTable* tables[2] = {&t, &ref};
     for (int i = 0; i < 2; ++i) {
