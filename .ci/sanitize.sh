@@ -29,20 +29,13 @@ CXX="${CXX:-g++}"
 start=$(date +%s)
 
 die() { echo "sanitize: ERROR: $*" >&2; exit 1; }
+source "$REPO/.ci/apt.sh"
 elapsed() { echo "$(( $(date +%s) - start ))s"; }
 
 # 0. Toolchain: g++ and the sanitizer runtimes, installed when missing; never skip.
 runtime_lib() { local p; p="$("$CXX" -print-file-name="$1" 2>/dev/null)" && [ -f "$p" ] && echo "$p"; }
 if ! command -v "$CXX" >/dev/null 2>&1 || ! runtime_lib libasan.so >/dev/null || ! runtime_lib libubsan.so >/dev/null; then
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "g++ / libasan / libubsan missing and not root (no sudo) to apt-get install them"
-    SUDO="sudo"
-  fi
-  echo "sanitize: installing g++ (with libasan, libubsan)"
-  $SUDO apt-get update || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends g++ \
-    || die "apt-get install g++ failed"
+  apt_install sanitize g++  # with libasan and libubsan
 fi
 ASAN_LIB="$(runtime_lib libasan.so)" || die "$CXX has no libasan.so"
 UBSAN_LIB="$(runtime_lib libubsan.so)" || die "$CXX has no libubsan.so"

@@ -20,6 +20,7 @@ MODELS=(weights/mobilenet_v2_100_224_tf.tmn weights/mobilenet_v3_small_100_224_t
 start=$(date +%s)
 
 die() { echo "test-aarch64: ERROR: $*" >&2; exit 1; }
+source "$REPO/.ci/apt.sh"
 
 # 1. The reference logits must exist (written by pytest on x86), before spending time on a build.
 for m in "${MODELS[@]}"; do
@@ -30,16 +31,7 @@ done
 
 # 2. Toolchain: install when missing; never skip.
 if ! command -v "$CXX" >/dev/null 2>&1 || ! command -v "$QEMU" >/dev/null 2>&1; then
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "$CXX / $QEMU missing and not root (no sudo) to apt-get install them"
-    SUDO="sudo"
-  fi
-  echo "test-aarch64: installing g++-aarch64-linux-gnu qemu-user"
-  $SUDO apt-get update || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends \
-    g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
-    || die "apt-get install g++-aarch64-linux-gnu qemu-user failed"
+  apt_install test-aarch64 g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 fi
 command -v "$CXX" >/dev/null 2>&1 || die "$CXX still not found after installing"
 command -v "$QEMU" >/dev/null 2>&1 || die "$QEMU still not found after installing"
