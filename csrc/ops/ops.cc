@@ -182,6 +182,34 @@ Conv2d::Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin
   pack_gemm_weights(reordered.data(), bias, k, cout, nr, packed_.data());
 }
 
+// The GEMM of output columns [c0, c1) alone: whole panels of the packed weights (the last
+// panel keeps its width: it still ends at n), the same sums as the full GEMM.
+static GemmArgs gemm_columns(GemmArgs a, int32_t c0, int32_t c1, int32_t nr) {
+  require(0 <= c0 && c0 <= c1 && c1 <= a.n && c0 % nr == 0, "output column range");
+  a.packed_w += static_cast<int64_t>(c0 / nr) * (static_cast<int64_t>(a.k) + 1) * nr;
+  a.c += c0;
+  if (a.residual) a.residual += c0;
+  a.n = c1 - c0;
+  return a;
+}
+
+int32_t Conv2d::column_block() const { return table_->gemm_nr; }
+
+void Conv2d::run_pointwise(const float* in, int64_t in_ld, float* out, int64_t out_ld,
+                           const float* residual, int64_t res_ld, int64_t pixel_begin,
+                           int64_t pixel_end, int32_t col_begin, int32_t col_end) const {
+  require(kind_ == Kind::pointwise, "run_pointwise on a conv that is not 1x1");
+  GemmArgs a;
+  a.m = pixel_end - pixel_begin;
+  a.k = cin_, a.n = cout_;
+  a.packed_w = packed_.data();
+  a.act = act_;
+  a.a = in + pixel_begin * in_ld, a.lda = in_ld;
+  a.c = out + pixel_begin * out_ld, a.ldc = out_ld;
+  a.residual = residual ? residual + pixel_begin * res_ld : nullptr, a.ldr = res_ld;
+  table_->gemm(gemm_columns(a, col_begin, col_end, table_->gemm_nr));
+}
+
 void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual, int64_t res_ld,
                  int32_t oy_begin, int32_t oy_end) const {
   const WindowGeometry g = geometry(in.h, in.w);
@@ -224,18 +252,14 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
     return;
   }
 
+  if (kind_ == Kind::pointwise)
+    return run_pointwise(in.data, in.ld, out, out_ld, residual, res_ld, first_pixel,
+                         first_pixel + pixels, 0, cout_);
+
   GemmArgs a;
   a.k = kh_ * kw_ * cin_, a.n = cout_;
   a.packed_w = packed_.data();
   a.act = act_;
-  if (kind_ == Kind::pointwise) {
-    a.m = pixels;
-    a.a = in.data + first_pixel * in.ld, a.lda = in.ld;
-    a.c = out + first_pixel * out_ld, a.ldc = out_ld;
-    a.residual = residual ? residual + first_pixel * res_ld : nullptr, a.ldr = res_ld;
-    table_->gemm(a);
-    return;
-  }
 
   // Direct convolution: im2col one output row at a time (zeros for padding), then GEMM.
   // Taps are copied with a plain loop: for the stem (3 channels) a memcpy call per tap would
@@ -288,13 +312,20 @@ Linear::Linear(const float* weight, const float* bias, int32_t out_features, int
 }
 
 void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows) const {
+  run(x, ldx, y, ldy, rows, 0, out_);
+}
+
+int32_t Linear::column_block() const { return table_->gemm_nr; }
+
+void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows,
+                 int32_t col_begin, int32_t col_end) const {
   GemmArgs a;
   a.m = rows, a.k = in_, a.n = out_;
   a.a = x, a.lda = ldx;
   a.packed_w = packed_.data();
   a.c = y, a.ldc = ldy;
   a.act = act_;
-  table_->gemm(a);
+  table_->gemm(gemm_columns(a, col_begin, col_end, table_->gemm_nr));
 }
 
 // --------------------------------------------------------------------------- SqueezeExcite

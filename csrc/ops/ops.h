@@ -114,6 +114,13 @@ class Conv2d {
   // shape with pixel stride res_ld; y = act(conv + bias + residual).
   void run(ImageView in, float* out, int64_t out_ld, const float* residual, int64_t res_ld,
            int32_t oy_begin, int32_t oy_end) const;
+  // Pointwise only: output pixels [pixel_begin, pixel_end) and channels [col_begin, col_end)
+  // (col_begin a multiple of column_block()), so a thread pool can split a layer with few
+  // rows by pixels, or a 1x1 image by channels. Pointers and strides as for run().
+  void run_pointwise(const float* in, int64_t in_ld, float* out, int64_t out_ld,
+                     const float* residual, int64_t res_ld, int64_t pixel_begin,
+                     int64_t pixel_end, int32_t col_begin, int32_t col_end) const;
+  int32_t column_block() const;
 
  private:
   Kind kind_;
@@ -135,6 +142,10 @@ class Linear {
   Linear(const float* weight, const float* bias, int32_t out_features, int32_t in_features,
          Activation act, Isa isa);
   void run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows) const;
+  // Output features [col_begin, col_end) only (col_begin a multiple of column_block()).
+  void run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int32_t col_begin,
+           int32_t col_end) const;
+  int32_t column_block() const;
   int32_t in_features() const { return in_; }
   int32_t out_features() const { return out_; }
 
