@@ -145,6 +145,9 @@ int32_t chain_tile(const std::vector<ChainDims>& levels) {
 
 // Output rows [0, rows) split into about 4 chunks per thread (fewer for small images).
 int64_t row_tasks(int64_t rows, int threads) { return std::min<int64_t>(rows, 4 * threads); }
+
+// Pixels of a GEMM's row tile (AVX-512 takes 12 at once): a pointwise task gets at least this.
+constexpr int32_t kGemmTileRows = 12;
 std::pair<int32_t, int32_t> task_rows(int64_t task, int64_t tasks, int64_t rows) {
   return {static_cast<int32_t>(rows * task / tasks), static_cast<int32_t>(rows * (task + 1) / tasks)};
 }
@@ -179,10 +182,12 @@ struct Plan::Step {
   std::string name;
   std::vector<int> in;
   int out = -1;
-  // Runs output rows [r0, r1) of one image (for row-parallel steps) or the whole image, on
+  // Runs parts [r0, r1) of one image (for parallel steps; see rows) or the whole image, on
   // pool thread `thread`.
   std::function<void(const Frame&, int32_t r0, int32_t r1, int thread)> run;
-  int32_t rows = 1;       // how many output rows the step can be split into
+  int32_t rows = 1;       // how many parts the step can be split into: output rows, or
+                          // pixels / weight panels (split_pointwise, linear)
+  int32_t grain = 1;      // fewest parts worth a task of their own
   bool parallel = false;  // split over the pool
   bool chunked = false;   // one contiguous chunk of rows per thread (fused chains)
   int scratch = -1;       // a tensor alive only during this step (fused chains' row bands)
@@ -456,6 +461,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
       conv->run({p.at(xi), xs.h, xs.w, p.ld(xi)}, p.at(yi), p.ld(yi),
                 ri >= 0 ? p.at(ri) : nullptr, ri >= 0 ? p.ld(ri) : 0, r0, r1);
     };
+    if (conv->kind() == Conv2d::Kind::pointwise) split_pointwise(*step, conv, xi, ri, yi, y);
   } else if (op == "linear") {
     const ParamView& w = param(params, node, "weight");
     const ParamView& b = param(params, node, "bias", true);
@@ -468,8 +474,13 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
                                        activation_attr(attrs), isa_);
     y.h = 1, y.w = 1, y.c = w.shape[0];
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
-    step->run = [fc, xi, yi](const Frame& p, int32_t, int32_t, int) {
-      fc->run(p.at(xi), fc->in_features(), p.at(yi), fc->out_features(), 1);
+    // One row: split over the threads by output features (whole weight panels).
+    const int32_t block = fc->column_block();
+    step->rows = (fc->out_features() + block - 1) / block;
+    step->parallel = true;
+    step->run = [fc, xi, yi, block](const Frame& p, int32_t p0, int32_t p1, int) {
+      fc->run(p.at(xi), fc->in_features(), p.at(yi), fc->out_features(), 1, p0 * block,
+              std::min(fc->out_features(), p1 * block));
     };
   } else if (op == "squeeze_excite") {
     const ParamView& w1 = param(params, node, "w1");
@@ -667,6 +678,31 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
   steps_.push_back(std::move(step));
 }
 
+// A 1x1 conv splits by pixels rather than rows, so a 7x7 layer shares out evenly over any
+// thread count (rows: 4 + 3 over two threads); a 1x1 image (a classifier) splits by output
+// channels, in whole weight panels (the same sums as one call; pixel parts may differ from one
+// call in the last bits, a GEMM row tile of another height, as row parts do).
+void Plan::split_pointwise(Step& step, const std::shared_ptr<Conv2d>& conv, int xi, int ri,
+                           int yi, const Tensor& y) {
+  const int64_t pixels = static_cast<int64_t>(y.h) * y.w;
+  if (pixels >= 2 * kGemmTileRows) {
+    step.rows = static_cast<int32_t>(pixels);
+    step.grain = kGemmTileRows;
+    step.run = [conv, xi, ri, yi](const Frame& p, int32_t p0, int32_t p1, int) {
+      conv->run_pointwise(p.at(xi), p.ld(xi), p.at(yi), p.ld(yi), ri >= 0 ? p.at(ri) : nullptr,
+                          ri >= 0 ? p.ld(ri) : 0, p0, p1, 0, conv->cout());
+    };
+  } else if (pixels == 1) {
+    const int32_t block = conv->column_block();
+    step.rows = (conv->cout() + block - 1) / block;
+    step.run = [conv, xi, ri, yi, block](const Frame& p, int32_t c0, int32_t c1, int) {
+      conv->run_pointwise(p.at(xi), p.ld(xi), p.at(yi), p.ld(yi), ri >= 0 ? p.at(ri) : nullptr,
+                          ri >= 0 ? p.ld(ri) : 0, 0, 1, c0 * block,
+                          std::min(conv->cout(), c1 * block));
+    };
+  }
+}
+
 // Rows of a conv's input that its output rows [a, b) read (clipped to the image).
 static std::pair<int32_t, int32_t> input_rows(int32_t a, int32_t b, int32_t k, int32_t s,
                                               int32_t pad_top, int32_t in_h) {
@@ -837,12 +873,12 @@ void Plan::run_image(const Frame& f, bool split, float* y) {
 }
 
 void Plan::run_step(const Frame& f, Step& step, bool split) {
-  if (!split || !step.parallel || step.rows == 1) {
+  const int64_t tasks = step.chunked ? std::min<int64_t>(step.rows, pool_.size())
+                                     : row_tasks(step.rows / step.grain, pool_.size());
+  if (!split || !step.parallel || tasks <= 1) {
     step.run(f, 0, step.rows, 0);
     return;
   }
-  const int64_t tasks = step.chunked ? std::min<int64_t>(step.rows, pool_.size())
-                                     : row_tasks(step.rows, pool_.size());
   pool_.parallel_for(tasks, [&](int64_t task, int thread) {
     const auto [r0, r1] = task_rows(task, tasks, step.rows);
     step.run(f, r0, r1, thread);

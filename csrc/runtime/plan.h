@@ -113,6 +113,8 @@ class Plan {
   // Runs every step on one image; split = spread each step's rows over the pool.
   void run_image(const Frame& f, bool split, float* y);
   void run_step(const Frame& f, Step& step, bool split);
+  void split_pointwise(Step& step, const std::shared_ptr<Conv2d>& conv, int xi, int ri, int yi,
+                       const Tensor& y);
 
   WeightPool weights_;  // packed weights and the arena (declared first: freed last)
   std::vector<Tensor> tensors_;
