@@ -1,7 +1,8 @@
 """Thread safety: one model called from 8 Python threads at once (calls overlapping, behind a
 barrier) gives bit-identical results to serial calls, for a 1- and a 2-thread plan and
-different batch sizes per thread; several models at once; single kernels from threads; and a
-model whose thread pool is live keeps working (and can be freed) in a forked child."""
+different batch sizes per thread; several models at once; single kernels from threads; an idle
+model's workers sleep; and a model whose thread pool is live keeps working (and can be freed)
+in a forked child."""
 import gc
 import multiprocessing
 import os
@@ -117,6 +118,22 @@ def test_kernels_shared_between_threads():
                                            for x in xs])):
         for got in outs:
             assert all(np.array_equal(a, b) for a, b in zip(got, serial[i])), f"thread {i}"
+
+
+# ------------------------------------------------------------------ idle workers
+
+def test_idle_model_burns_no_cpu():
+    """Pool workers spin through one call (no sleep between two steps) but go to sleep once
+    calls stop: a model loaded and left idle costs no CPU time."""
+    model = tinymnet.load(None, threads=2)
+    x = _input(5, 1)
+    for _ in range(3):
+        model(x)
+    model._compiled.profile(x, 2)  # profile holds the workers busy too
+    time.sleep(0.05)  # past the workers' brief spin after the last call
+    cpu = time.process_time()
+    time.sleep(0.5)
+    assert time.process_time() - cpu < 0.05  # a spinning worker would use ~0.5 s
 
 
 # ------------------------------------------------------------------ fork

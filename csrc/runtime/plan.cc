@@ -887,6 +887,7 @@ void Plan::run_step(const Frame& f, Step& step, bool split) {
 
 void Plan::run(const float* x, int64_t batch, float* y) {
   std::lock_guard<std::mutex> lock(run_mutex_);
+  ThreadPool::Busy busy(pool_);  // no worker sleeps between two steps of this call
   const int64_t in_floats = tensors_[input_].floats(), out_floats = tensors_[output_].floats();
   const int threads = pool_.size();
   int64_t i = 0;
@@ -907,6 +908,7 @@ void Plan::run(const float* x, int64_t batch, float* y) {
 
 std::vector<double> Plan::profile(const float* x, int repeats) {
   std::lock_guard<std::mutex> lock(run_mutex_);
+  ThreadPool::Busy busy(pool_);
   std::vector<double> seconds(steps_.size(), 0.0);
   const Frame f{this, arenas_[0].data(), x};
   for (int r = 0; r < repeats; ++r)

@@ -6,7 +6,7 @@
 #include <string>
 #include <utility>
 
-#include <unistd.h>
+#include <pthread.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -20,15 +20,51 @@
 namespace tmn {
 
 namespace {
-// How long an idle worker polls for the next step before it sleeps on the condition variable.
+// How long an idle worker polls for the next step before it sleeps on the condition variable
+// (unless the pool is busy), and how long the caller polls for a late worker.
 constexpr auto kSpin = std::chrono::microseconds(200);
+// Past this much polling a waiting thread yields the CPU between polls: on a quiet machine
+// sched_yield returns at once, on a busy one a descheduled peer (or another process) can run.
+constexpr auto kPureSpin = std::chrono::microseconds(20);
+
+// One poll of a waiting thread that started waiting at `since`.
+void pause_or_yield(std::chrono::steady_clock::time_point now,
+                    std::chrono::steady_clock::time_point since) {
+  if (now - since < kPureSpin) TMN_PAUSE();
+  else std::this_thread::yield();
+}
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) : owner_pid_(static_cast<long>(getpid())) {
+// Sleeping and notifying pair up without a lost wake-up because both sides use sequentially
+// consistent atomics: a sleeper announces itself (workers_asleep_ / caller_asleep_) and then
+// checks its condition under the mutex; the other side changes the condition and then checks
+// for sleepers, taking the mutex to notify only when there is one.
+void ThreadPool::set_busy(bool busy) {
+  if (workers_.empty() || forked()) return;
+  busy_.store(busy);
+  if (busy && workers_asleep_.load() > 0) {
+    { std::lock_guard<std::mutex> lock(sync_->mutex); }
+    sync_->wake.notify_all();
+  }
+}
+
+// Forks of this process so far, counted in the child (so checking for a fork costs a load,
+// not a getpid() system call per step).
+static std::atomic<uint64_t> forks{0};
+
+static uint64_t forks_now() {
+  static std::once_flag registered;
+  std::call_once(registered, [] { pthread_atfork(nullptr, nullptr, [] { forks.fetch_add(1); }); });
+  return forks.load();
+}
+
+ThreadPool::ThreadPool(int threads) : forks_at_start_(forks_now()) {
   for (int t = 1; t < threads; ++t) workers_.emplace_back(&ThreadPool::worker_main, this, t);
 }
 
-bool ThreadPool::forked() const { return static_cast<long>(getpid()) != owner_pid_; }
+bool ThreadPool::forked() const {
+  return forks.load(std::memory_order_relaxed) != forks_at_start_;
+}
 
 ThreadPool::~ThreadPool() {
   if (forked()) {
@@ -74,9 +110,9 @@ void ThreadPool::run_tasks(uint32_t gen, int thread) {
       std::lock_guard<std::mutex> lock(error_mutex_);
       if (!error_) error_ = std::current_exception();
     }
-    if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 ==
-        tasks_.load(std::memory_order_relaxed)) {
-      std::lock_guard<std::mutex> lock(sync_->mutex);
+    if (finished_.fetch_add(1) + 1 == tasks_.load(std::memory_order_relaxed) &&
+        caller_asleep_.load()) {
+      { std::lock_guard<std::mutex> lock(sync_->mutex); }
       sync_->done.notify_one();
     }
     ticket = ticket_.load(std::memory_order_acquire);
@@ -100,40 +136,49 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t, i
   error_ = nullptr;
   finished_.store(0, std::memory_order_relaxed);
   tasks_.store(tasks, std::memory_order_release);
-  {
-    std::lock_guard<std::mutex> lock(sync_->mutex);  // pairs with the sleepers' predicate check
-    ticket_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
+  ticket_.store(static_cast<uint64_t>(gen) << 32);
+  if (workers_asleep_.load() > 0) {
+    { std::lock_guard<std::mutex> lock(sync_->mutex); }
+    sync_->wake.notify_all();
   }
-  sync_->wake.notify_all();
   run_tasks(gen, 0);
   // Every task is claimed; wait for the ones still running elsewhere.
-  const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+  const auto since = std::chrono::steady_clock::now();
   while (finished_.load(std::memory_order_acquire) != tasks) {
-    if (std::chrono::steady_clock::now() > spin_until) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - since > kSpin) {
       std::unique_lock<std::mutex> lock(sync_->mutex);
-      sync_->done.wait(lock, [&] { return finished_.load(std::memory_order_acquire) == tasks; });
+      caller_asleep_.store(true);
+      sync_->done.wait(lock, [&] { return finished_.load() == tasks; });
+      caller_asleep_.store(false);
       break;
     }
-    TMN_PAUSE();
+    pause_or_yield(now, since);
   }
   if (error_) std::rethrow_exception(error_);
 }
 
 void ThreadPool::worker_main(int thread) {
   uint32_t seen = 0;
+  auto generation = [&] { return static_cast<uint32_t>(ticket_.load() >> 32); };
   for (;;) {
-    auto generation = [&] { return static_cast<uint32_t>(ticket_.load(std::memory_order_acquire) >> 32); };
     uint32_t gen = generation();
-    const auto spin_until = std::chrono::steady_clock::now() + kSpin;
-    while (gen == seen && std::chrono::steady_clock::now() < spin_until) {
-      TMN_PAUSE();
+    const auto since = std::chrono::steady_clock::now();
+    auto spin_until = since + kSpin;
+    while (gen == seen) {
+      const auto now = std::chrono::steady_clock::now();
+      if (busy_.load(std::memory_order_relaxed)) spin_until = now + kSpin;
+      else if (now >= spin_until) break;
+      pause_or_yield(now, since);
       gen = generation();
     }
     if (gen == seen) {
       std::unique_lock<std::mutex> lock(sync_->mutex);
-      sync_->wake.wait(lock, [&] { return stop_ || generation() != seen; });
+      workers_asleep_.fetch_add(1);
+      sync_->wake.wait(lock, [&] { return stop_ || busy_.load() || generation() != seen; });
+      workers_asleep_.fetch_sub(1);
       if (stop_) return;
-      gen = generation();
+      continue;  // a new step, or a busy caller: spin for the step
     }
     seen = gen;
     run_tasks(gen, thread);

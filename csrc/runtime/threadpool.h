@@ -1,6 +1,8 @@
-// A persistent thread pool for the compiled plan: the calling thread works too, workers spin
-// briefly between steps (a model runs ~60 short steps back to back) and then sleep, so an
-// idle model costs no CPU. One parallel_for at a time per pool (callers serialise).
+// A persistent thread pool for the compiled plan: the calling thread works too. While a caller
+// holds the pool busy (Busy: one inference, ~60 short steps back to back, some of them on the
+// caller alone) idle workers spin, so none has to be woken between two steps; otherwise they
+// spin briefly (back-to-back calls) and then sleep, so an idle model costs no CPU. One
+// parallel_for at a time per pool (callers serialise).
 //
 // Tasks are claimed from one atomic ticket that carries the generation: the caller waits only
 // for tasks that were claimed, and claims the rest itself, so a worker the OS has descheduled
@@ -45,24 +47,43 @@ class ThreadPool {
   // Physical cores of this machine (logical CPUs / SMT siblings), at least 1.
   static int default_threads();
 
+  // Keeps the workers spinning (and wakes sleeping ones) for the scope's lifetime.
+  class Busy {
+   public:
+    explicit Busy(ThreadPool& pool) : pool_(pool) { pool_.set_busy(true); }
+    ~Busy() { pool_.set_busy(false); }
+    Busy(const Busy&) = delete;
+    Busy& operator=(const Busy&) = delete;
+
+   private:
+    ThreadPool& pool_;
+  };
+
  private:
   bool forked() const;
+  void set_busy(bool busy);
   void worker_main(int thread);
   // Claims and runs tasks of generation `gen` until none is left.
   void run_tasks(uint32_t gen, int thread);
 
   std::vector<std::thread> workers_;
-  const long owner_pid_;  // the process that started the workers
+  const uint64_t forks_at_start_;  // forks counted when the workers started (see forked())
   struct Sync {
     std::mutex mutex;
     std::condition_variable wake, done;
   };
   Sync* const sync_ = new Sync;  // on the heap so a forked child can leak it (see above)
+  // The caller publishes a step on this line and the workers poll it; the completion count
+  // the caller polls is on a line of its own.
   // (generation << 32) | next unclaimed task of that generation
-  std::atomic<uint64_t> ticket_{0};
+  alignas(64) std::atomic<uint64_t> ticket_{0};
   std::atomic<int64_t> tasks_{0};
-  std::atomic<int64_t> finished_{0};  // tasks of the current generation that have run
   const std::function<void(int64_t, int)>* fn_ = nullptr;
+  std::atomic<bool> busy_{false};
+  alignas(64) std::atomic<int64_t> finished_{0};  // tasks of the current generation that have run
+  // Who waits on a condition variable (so the other side takes the mutex to notify only then).
+  std::atomic<int> workers_asleep_{0};
+  std::atomic<bool> caller_asleep_{false};
   std::exception_ptr error_;
   std::mutex error_mutex_;
   bool stop_ = false;
