@@ -339,20 +339,27 @@ SqueezeExcite::SqueezeExcite(const float* w1, const float* b1, const float* w2, 
 
 void SqueezeExcite::run(const float* x, int64_t pixels, int64_t ld, float* y,
                         int64_t y_ld) const {
+  const int32_t c = channels();
+  thread_local std::vector<float> gates;
+  gates.resize(static_cast<size_t>(c));
+  gate(x, pixels, ld, gates.data());
+  if (y == x || y_ld == ld) {
+    table_->mul_channels(x, gates.data(), y, pixels, c, ld);
+  } else {
+    for (int64_t p = 0; p < pixels; ++p)
+      table_->mul_channels(x + p * ld, gates.data(), y + p * y_ld, 1, c, c);
+  }
+}
+
+void SqueezeExcite::gate(const float* x, int64_t pixels, int64_t ld, float* gate) const {
   const int32_t c = channels(), s = squeeze();
   thread_local std::vector<float> scratch;
-  scratch.resize(static_cast<size_t>(2 * c + s));
+  scratch.resize(static_cast<size_t>(c + s));
   float* pooled = scratch.data();
   float* hidden = pooled + c;
-  float* gate = hidden + s;
   table_->global_avg_pool(x, pixels, c, ld, pooled);
   reduce_.run(pooled, c, hidden, s, 1);
   expand_.run(hidden, s, gate, c, 1);
-  if (y == x || y_ld == ld) {
-    table_->mul_channels(x, gate, y, pixels, c, ld);
-  } else {
-    for (int64_t p = 0; p < pixels; ++p) table_->mul_channels(x + p * ld, gate, y + p * y_ld, 1, c, c);
-  }
 }
 
 // ---------------------------------------------------------------------------------- Pool2d

@@ -165,6 +165,9 @@ class SqueezeExcite {
   int32_t squeeze() const { return reduce_.out_features(); }
   // One image of `pixels` pixels (stride ld); y may alias x.
   void run(const float* x, int64_t pixels, int64_t ld, float* y, int64_t y_ld) const;
+  // run() in two parts (so a thread pool can split the scaling by pixels): the channels()
+  // gates of one image, then y = x * gate is a KernelTable::mul_channels.
+  void gate(const float* x, int64_t pixels, int64_t ld, float* gate) const;
 
  private:
   const KernelTable* table_;
