@@ -185,12 +185,14 @@ struct Plan::Step {
   // Runs parts [r0, r1) of one image (for parallel steps; see rows) or the whole image, on
   // pool thread `thread`.
   std::function<void(const Frame&, int32_t r0, int32_t r1, int thread)> run;
+  std::function<void(const Frame&)> prepare;  // if set, runs on the caller before `run`
   int32_t rows = 1;       // how many parts the step can be split into: output rows, or
                           // pixels / weight panels (split_pointwise, linear)
   int32_t grain = 1;      // fewest parts worth a task of their own
   bool parallel = false;  // split over the pool
   bool chunked = false;   // one contiguous chunk of rows per thread (fused chains)
-  int scratch = -1;       // a tensor alive only during this step (fused chains' row bands)
+  int scratch = -1;       // a tensor alive only during this step (fused chains' row bands,
+                          // squeeze-excite gates)
 };
 
 // Longest fused conv chain: one inverted-residual block (expand, depthwise, project) or the
@@ -496,10 +498,24 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
                                               x.c, s,
                                               named_activation(attrs, "inner"),
                                               named_activation(attrs, "gate"), isa_);
-    const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
+    // The gates (pool and two tiny FCs) on one thread, then the scaling split by rows.
+    Tensor gates;
+    gates.c = x.c;
+    const int gi = static_cast<int>(tensors_.size());
+    tensors_.push_back(gates);
+    const int xi = step->in[0], yi = gi + 1;
     const Tensor xs = x;
-    step->run = [se, xi, yi, xs](const Frame& p, int32_t, int32_t, int) {
-      se->run(p.at(xi), static_cast<int64_t>(xs.h) * xs.w, xs.c, p.at(yi), xs.c);
+    const KernelTable* table = &kernel_table(isa_);
+    step->scratch = gi;
+    step->prepare = [se, xi, gi, xs](const Frame& p) {
+      se->gate(p.at(xi), static_cast<int64_t>(xs.h) * xs.w, xs.c, p.at(gi));
+    };
+    step->rows = x.h;
+    step->parallel = true;
+    step->run = [table, xi, gi, yi, xs](const Frame& p, int32_t r0, int32_t r1, int) {
+      const int64_t begin = static_cast<int64_t>(r0) * xs.w * xs.c;
+      table->mul_channels(p.at(xi) + begin, p.at(gi), p.at(yi) + begin,
+                          static_cast<int64_t>(r1 - r0) * xs.w, xs.c, xs.c);
     };
   } else if (op == "activation" || op == "add" || op == "mul") {
     const Activation act = op == "mul" ? Activation{} : activation_attr(attrs);
@@ -875,6 +891,7 @@ void Plan::run_image(const Frame& f, bool split, float* y) {
 void Plan::run_step(const Frame& f, Step& step, bool split) {
   const int64_t tasks = step.chunked ? std::min<int64_t>(step.rows, pool_.size())
                                      : row_tasks(step.rows / step.grain, pool_.size());
+  if (step.prepare) step.prepare(f);
   if (!split || !step.parallel || tasks <= 1) {
     step.run(f, 0, step.rows, 0);
     return;
