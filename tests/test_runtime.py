@@ -43,6 +43,20 @@ def test_threads_and_batch_give_the_reference(v3s, batch, threads):
         np.testing.assert_allclose(model(batch[i:i + 1])[0], y[i], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2_100_224_tf", "mobilenet_v3_small_100_224_tf"])
+def test_one_image_gives_the_same_bits_on_any_thread_count(name):
+    # Steps split over threads by rows, by pixels in whole GEMM row tiles (>= 12 rows, so the
+    # same K order as one call) or by output channels in whole weight panels. (Not every
+    # model: a fused chain's bands, or a row split of a narrow 1x1 layer, can give a GEMM tile
+    # of another height and sum order; these two have none.)
+    import tinymnet
+
+    x = np.random.default_rng(5).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    want = tinymnet.load(name, threads=1)(x)
+    for threads in (2, 3):
+        assert np.array_equal(tinymnet.load(name, threads=threads)(x), want), f"{threads} threads"
+
+
 @pytest.mark.parametrize("threads, images", [(2, 5), (3, 7), (4, 4)])
 def test_batches_run_whole_images_per_thread_with_serial_results(v3s, threads, images):
     # A batch of >= threads images runs whole images in parallel, each thread on its own
