@@ -165,9 +165,12 @@ class SqueezeExcite {
   int32_t squeeze() const { return reduce_.out_features(); }
   // One image of `pixels` pixels (stride ld); y may alias x.
   void run(const float* x, int64_t pixels, int64_t ld, float* y, int64_t y_ld) const;
-  // run() in two parts (so a thread pool can split the scaling by pixels): the channels()
-  // gates of one image, then y = x * gate is a KernelTable::mul_channels.
+  // run() in parts, so a thread pool can split each: the channels() gates of one image are
+  // global_avg_pool -> reduce() -> expand() (each Linear applies its activation), then
+  // y = x * gate is a KernelTable::mul_channels.
   void gate(const float* x, int64_t pixels, int64_t ld, float* gate) const;
+  const Linear& reduce() const { return reduce_; }
+  const Linear& expand() const { return expand_; }
 
  private:
   const KernelTable* table_;
