@@ -501,18 +501,47 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
                                               x.c, s,
                                               named_activation(attrs, "inner"),
                                               named_activation(attrs, "gate"), isa_);
-    // The gates (pool and two tiny FCs) on one thread, then the scaling split by rows.
-    Tensor gates;
-    gates.c = x.c;
-    const int gi = static_cast<int>(tensors_.size());
-    tensors_.push_back(gates);
-    const int xi = step->in[0], yi = gi + 1;
-    const Tensor xs = x;
+    // Three steps: the pool (on the caller) and the reduce FC split by output features, the
+    // expand FC likewise (at 7x7 their weights, not the pixels, are most of the work), then
+    // the scaling split by rows. The same kernels on the same data as SqueezeExcite::run.
     const KernelTable* table = &kernel_table(isa_);
-    step->scratch = gi;
-    step->prepare = [se, xi, gi, xs](const Frame& p) {
-      se->gate(p.at(xi), static_cast<int64_t>(xs.h) * xs.w, xs.c, p.at(gi));
+    const int xi = step->in[0];
+    const Tensor xs = x;
+    const int64_t pixels = static_cast<int64_t>(x.h) * x.w;
+    Tensor pooled;
+    pooled.c = x.c;
+    const int pi = static_cast<int>(tensors_.size());
+    tensors_.push_back(pooled);
+    auto fc_step = [&](const std::string& suffix, const Linear* fc, int in, int in_floats) {
+      auto fc_part = std::make_unique<Step>();
+      fc_part->name = step->name + suffix;
+      fc_part->in = {in};
+      Tensor out;
+      out.c = fc->out_features();
+      const int oi = add_output(out_name + suffix, out);
+      const int32_t block = fc->column_block();
+      fc_part->out = oi;
+      fc_part->rows = (fc->out_features() + block - 1) / block;
+      fc_part->parallel = true;
+      fc_part->run = [se, fc, in, oi, in_floats, block](const Frame& p, int32_t p0, int32_t p1, int) {
+        fc->run(p.at(in), in_floats, p.at(oi), fc->out_features(), 1, p0 * block,
+                std::min(fc->out_features(), p1 * block));
+      };
+      return fc_part;
     };
+    auto reduce = fc_step("/reduce", &se->reduce(), pi, x.c);
+    reduce->in = {xi};
+    reduce->scratch = pi;
+    reduce->prepare = [table, xi, pi, xs, pixels](const Frame& p) {
+      table->global_avg_pool(p.at(xi), pixels, xs.c, xs.c, p.at(pi));
+    };
+    const int hi = reduce->out;
+    steps_.push_back(std::move(reduce));
+    auto expand = fc_step("/expand", &se->expand(), hi, static_cast<int>(s));
+    const int gi = expand->out;
+    steps_.push_back(std::move(expand));
+    step->in.push_back(gi);
+    const int yi = static_cast<int>(tensors_.size());
     step->rows = x.h;
     step->parallel = true;
     step->run = [table, xi, gi, yi, xs](const Frame& p, int32_t r0, int32_t r1, int) {
