@@ -143,7 +143,8 @@ int32_t chain_tile(const std::vector<ChainDims>& levels) {
   return tile;
 }
 
-// Output rows [0, rows) split into about 4 chunks per thread (fewer for small images).
+// Parts [0, rows) split into about 4 tasks per thread (fewer for small images), claimed
+// dynamically: a thread the OS deschedules does not hold up the others.
 int64_t row_tasks(int64_t rows, int threads) { return std::min<int64_t>(rows, 4 * threads); }
 
 // Pixels of a GEMM's row tile (AVX-512 takes 12 at once): a pointwise task gets at least this.
@@ -185,14 +186,14 @@ struct Plan::Step {
   // Runs parts [r0, r1) of one image (for parallel steps; see rows) or the whole image, on
   // pool thread `thread`.
   std::function<void(const Frame&, int32_t r0, int32_t r1, int thread)> run;
-  std::function<void(const Frame&)> prepare;  // if set, runs on the caller before `run`
+  std::function<void(const Frame&)> prepare;  // if set, runs whole on the caller before `run`
   int32_t rows = 1;       // how many parts the step can be split into: output rows, or
                           // pixels / weight panels (split_pointwise, linear)
   int32_t grain = 1;      // fewest parts worth a task of their own
   bool parallel = false;  // split over the pool
   bool chunked = false;   // one contiguous chunk of rows per thread (fused chains)
   int scratch = -1;       // a tensor alive only during this step (fused chains' row bands,
-                          // squeeze-excite gates)
+                          // a squeeze-excite's pooled input)
 };
 
 // Longest fused conv chain: one inverted-residual block (expand, depthwise, project) or the
