@@ -26,6 +26,9 @@ constexpr auto kSpin = std::chrono::microseconds(200);
 // Past this much polling a waiting thread yields the CPU between polls: on a quiet machine
 // sched_yield returns at once, on a busy one a descheduled peer (or another process) can run.
 constexpr auto kPureSpin = std::chrono::microseconds(20);
+// Tasks of one generation: the ticket counts claims from the front and from the back in 16 bits
+// each.
+constexpr int64_t kMaxTasks = 0xFFFF;
 
 // One poll of a waiting thread that started waiting at `since`.
 void pause_or_yield(std::chrono::steady_clock::time_point now,
@@ -95,15 +98,22 @@ int ThreadPool::default_threads() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
+// The caller claims tasks from the front, workers from the back: with two threads each takes
+// one contiguous run of tasks, the same half of the rows in every step, so a step mostly
+// reads what the same core wrote in the step before (not the other core's cache).
 void ThreadPool::run_tasks(uint32_t gen, int thread) {
+  const bool from_back = thread != 0;
   uint64_t ticket = ticket_.load(std::memory_order_acquire);
   for (;;) {
     if (static_cast<uint32_t>(ticket >> 32) != gen) return;  // a later step: not ours
-    const int64_t task = static_cast<uint32_t>(ticket);
-    if (task >= tasks_.load(std::memory_order_acquire)) return;
-    if (!ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel,
+    const int64_t tasks = tasks_.load(std::memory_order_acquire);
+    const int64_t front = (ticket >> 16) & 0xFFFF, back = ticket & 0xFFFF;
+    if (front + back >= tasks) return;
+    const uint64_t claimed = ticket + (from_back ? 1 : uint64_t{1} << 16);
+    if (!ticket_.compare_exchange_weak(ticket, claimed, std::memory_order_acq_rel,
                                        std::memory_order_acquire))
       continue;  // `ticket` now holds the current value: check it again
+    const int64_t task = from_back ? tasks - 1 - back : front;
     try {
       (*fn_)(task, thread);
     } catch (...) {
@@ -125,13 +135,19 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t, i
     for (int64_t t = 0; t < tasks; ++t) fn(t, 0);
     return;
   }
+  if (tasks > kMaxTasks) {  // more than the ticket's counters hold: in blocks
+    for (int64_t first = 0; first < tasks; first += kMaxTasks)
+      parallel_for(std::min(kMaxTasks, tasks - first),
+                   [&](int64_t task, int thread) { fn(first + task, thread); });
+    return;
+  }
   // Publish the step in two generations. First `closed` (no task can be claimed), so a worker
   // still holding a ticket of the previous step can no longer claim against the new count;
   // the release store of tasks_ orders that before any worker that reads the new count. Then
   // `open` with task 0.
   const uint32_t closed = static_cast<uint32_t>(ticket_.load(std::memory_order_relaxed) >> 32) + 1;
   const uint32_t gen = closed + 1;
-  ticket_.store((static_cast<uint64_t>(closed) << 32) | 0xFFFFFFFFu, std::memory_order_relaxed);
+  ticket_.store((static_cast<uint64_t>(closed) << 32) | 0xFFFFFFFFu, std::memory_order_relaxed);  // all claimed
   fn_ = &fn;
   error_ = nullptr;
   finished_.store(0, std::memory_order_relaxed);

@@ -4,9 +4,11 @@
 // spin briefly (back-to-back calls) and then sleep, so an idle model costs no CPU. One
 // parallel_for at a time per pool (callers serialise).
 //
-// Tasks are claimed from one atomic ticket that carries the generation: the caller waits only
-// for tasks that were claimed, and claims the rest itself, so a worker the OS has descheduled
-// (a busy machine) never stalls a step; when it wakes up late it finds nothing to claim.
+// Tasks are claimed from one atomic ticket that carries the generation (the caller from the
+// front, workers from the back, so each thread keeps to its part of the rows from step to
+// step): the caller waits only for tasks that were claimed, and claims the rest itself, so a
+// worker the OS has descheduled (a busy machine) never stalls a step; when it wakes up late
+// it finds nothing to claim.
 // Each step is published as two generations (closed, then open) so that a late worker can
 // never claim a task of an old step against the new step's task count.
 //
@@ -75,7 +77,7 @@ class ThreadPool {
   Sync* const sync_ = new Sync;  // on the heap so a forked child can leak it (see above)
   // The caller publishes a step on this line and the workers poll it; the completion count
   // the caller polls is on a line of its own.
-  // (generation << 32) | next unclaimed task of that generation
+  // (generation << 32) | (tasks claimed from the front << 16) | tasks claimed from the back
   alignas(64) std::atomic<uint64_t> ticket_{0};
   std::atomic<int64_t> tasks_{0};
   const std::function<void(int64_t, int)>* fn_ = nullptr;
