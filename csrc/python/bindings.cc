@@ -510,6 +510,15 @@ PYBIND11_MODULE(_C, m) {
              }
            }, py::arg("threads"), py::arg("fuse_chains"),
            "A Plan of the stored graph (which must already be optimised).");
+  m.def("crc32", [](const py::buffer& data, uint32_t crc) {
+          py::buffer_info b = data.request();
+          require(PyBuffer_IsContiguous(b.view(), 'C'), "data must be contiguous");
+          const auto* p = static_cast<const unsigned char*>(b.ptr);
+          const size_t n = static_cast<size_t>(b.size * b.itemsize);
+          py::gil_scoped_release release;
+          return crc32(p, n, crc);
+        }, py::arg("data"), py::arg("crc") = 0,
+        "CRC-32 of a bytes-like object as zlib.crc32 (the .tmn checksum; for tests).");
   m.def("default_threads", &ThreadPool::default_threads,
         "Physical cores of this machine (the default thread count of a model).");
 
