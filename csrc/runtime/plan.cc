@@ -87,7 +87,7 @@ const ParamView& param(const ParamMap& params, const json::Value& node, const ch
 }
 
 // The Conv2d op of a conv2d node whose input has `cin` channels (8-bit weights are
-// dequantized into scratch[0..1] on the way); keep >= 0: only its first `keep` output
+// dequantized as they are packed, an 8-bit bias into scratch[1]); keep >= 0: only its first `keep` output
 // channels (see Plan::plan_concats).
 std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& params, int32_t cin_in,
                                   Isa isa, AlignedFloats* scratch, int32_t keep = -1) {
@@ -107,7 +107,7 @@ std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& param
     if (groups == cout && groups == cin) cin = groups = keep;
     cout = keep;
   }
-  return std::make_shared<Conv2d>(w.floats(scratch[0]), b.floats(scratch[1]), cout, cin, w.shape[2], w.shape[3], stride.first,
+  return std::make_shared<Conv2d>(w.source(), b.floats(scratch[1]), cout, cin, w.shape[2], w.shape[3], stride.first,
                                   stride.second, padding_attr(attrs.at("padding")), groups,
                                   activation_attr(attrs), isa);
 }
@@ -157,21 +157,40 @@ int64_t ParamView::size() const {
   return n;
 }
 
+void ParamView::dequantize(int64_t first, int64_t count, float* out) const {
+  require(first >= 0 && count >= 0 && first + count <= size(), "weight values out of range");
+  if (!q) {
+    std::memcpy(out, data + first, sizeof(float) * count);
+    return;
+  }
+  // Runs of elements sharing one scale: the whole tensor, or q_inner elements per channel.
+  const int64_t run = q_channels == 1 ? size() : q_inner, end = first + count;
+  for (int64_t i0 = first; i0 < end;) {
+    const int64_t ch = i0 / run % q_channels, i1 = std::min(end, (i0 / run + 1) * run);
+    const float s = scale[ch], z = static_cast<float>(zero_point[ch]);
+    float* o = out + (i0 - first);
+    const int64_t n = i1 - i0;
+    if (q_signed) {
+      const int8_t* v = reinterpret_cast<const int8_t*>(q) + i0;
+      for (int64_t i = 0; i < n; ++i) o[i] = (static_cast<float>(v[i]) - z) * s;
+    } else {
+      const uint8_t* v = q + i0;
+      for (int64_t i = 0; i < n; ++i) o[i] = (static_cast<float>(v[i]) - z) * s;
+    }
+    i0 = i1;
+  }
+}
+
 const float* ParamView::floats(AlignedFloats& scratch) const {
   if (!q) return data;
-  const int64_t n = size(), run = q_channels == 1 ? n : q_inner;  // elements sharing a scale
-  if (scratch.size() < n) scratch = AlignedFloats(n, /*heap=*/true);
-  float* out = scratch.data();
-  for (int64_t i0 = 0, ch = 0; i0 < n; i0 += run, ch = (ch + 1) % q_channels) {
-    const float s = scale[ch], z = static_cast<float>(zero_point[ch]);
-    const int64_t end = std::min(n, i0 + run);
-    if (q_signed) {
-      for (int64_t i = i0; i < end; ++i) out[i] = (static_cast<float>(static_cast<int8_t>(q[i])) - z) * s;
-    } else {
-      for (int64_t i = i0; i < end; ++i) out[i] = (static_cast<float>(q[i]) - z) * s;
-    }
-  }
-  return out;
+  if (scratch.size() < size()) scratch = AlignedFloats(size(), /*heap=*/true);
+  dequantize(0, size(), scratch.data());
+  return scratch.data();
+}
+
+WeightSource ParamView::source() const {
+  if (!q) return WeightSource(data);
+  return WeightSource([this](int64_t first, int64_t count, float* out) { dequantize(first, count, out); });
 }
 
 // One executable step: reads tensors `in`, writes tensor `out`, may be split over rows.
@@ -197,10 +216,6 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
            bool fuse_chains)
     : isa_(isa), pool_(std::max(1, threads)) {
   WeightPoolScope scope(&weights_);  // every op's packed weights, then the arena
-  int64_t widest = 0;  // 8-bit param: dequantized one at a time into one buffer
-  for (const auto& [name, p] : params)
-    if (p.q) widest = std::max(widest, p.size());
-  if (widest) dequantized_[0] = AlignedFloats(widest, /*heap=*/true);
   const auto& inputs = graph.at("inputs").as_array("inputs");
   require(inputs.size() == 1, "the plan runs graphs with exactly one input");
   const auto& shape = inputs[0].at("shape").as_array("input shape");
@@ -463,7 +478,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     require(x.floats() == w.shape[1], "input has " + std::to_string(x.floats()) +
                                           " features, weight expects " + std::to_string(w.shape[1]));
     require(!b.present() || b.size() == w.shape[0], "bias size does not match the weight");
-    auto fc = std::make_shared<Linear>(w.floats(dequantized_[0]), b.floats(dequantized_[1]),
+    auto fc = std::make_shared<Linear>(w.source(), b.floats(dequantized_[1]),
                                        w.shape[0], w.shape[1],
                                        activation_attr(attrs), isa_);
     y.h = 1, y.w = 1, y.c = w.shape[0];
@@ -480,8 +495,8 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     require(w1.size() == s * x.c && w2.size() == s * x.c, "SE weights do not match the input");
     require((!b1.present() || b1.size() == s) && (!b2.present() || b2.size() == x.c),
             "SE bias sizes");
-    auto se = std::make_shared<SqueezeExcite>(w1.floats(dequantized_[0]), b1.floats(dequantized_[1]),
-                                              w2.floats(dequantized_[2]), b2.floats(dequantized_[3]),
+    auto se = std::make_shared<SqueezeExcite>(w1.source(), b1.floats(dequantized_[1]),
+                                              w2.source(), b2.floats(dequantized_[3]),
                                               x.c, s,
                                               named_activation(attrs, "inner"),
                                               named_activation(attrs, "gate"), isa_);
