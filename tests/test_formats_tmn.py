@@ -220,3 +220,20 @@ def test_cpp_reader_checksum_agrees_with_zlib(tmp_path, small_graph, n_labels):
             _C.TmnFile(str(bad))
         with pytest.raises(FormatError, match=r"checksum"):
             tinymnet.load(bad)
+
+
+def test_cpp_header_values_as_python_reads_them(tmp_path, small_graph):
+    """The C++ JSON reader (fast paths for plain string runs and short integers) gives the
+    header's values exactly as json.loads does."""
+    from tinymnet import _C
+
+    values = {"ints": [0, -0, 7, -12, 999_999_999_999_999, 1_234_567_890_123_456],
+              "floats": [0.5, -2.25e-3, 1e300, 0.16666666666666666, -0.0, 3.0],
+              "text": ["plain", "tab\there", 'quote " and \\ slash', "caf\u00e9 \u2603 \U0001F600",
+                       "", "x" * 5000]}
+    path = tmp_path / "v.tmn"
+    save_tmn(path, small_graph, provenance=values, optimize=True)
+    got = _C.TmnFile(str(path)).header("provenance")
+    assert got == values
+    assert [type(v) for v in got["ints"] + got["floats"]] == [
+        type(v) for v in values["ints"] + values["floats"]]
