@@ -497,10 +497,12 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<const std::string&, bool>(), py::arg("path"), py::arg("verify") = true,
            py::call_guard<py::gil_scoped_release>(),
            "Maps a .tmn file and checks its sizes and CRC-32 (ValueError naming the file).")
-      .def("header", [](const TmnFile& f, const std::string& key) {
+      .def("header", [](const TmnFile& f, const std::string& key, const py::object& member) {
              const json::Value* v = f.header().find(key);
+             if (v && !member.is_none()) v = v->find(member.cast<std::string>());
              return v ? to_python(*v) : py::object(py::none());
-           }, py::arg("key"), "One top-level entry of the JSON header (None if absent).")
+           }, py::arg("key"), py::arg("member") = py::none(),
+           "One top-level entry of the JSON header, or one member of it (None if absent).")
       .def_property_readonly("crc", &TmnFile::stored_crc)
       .def("plan", [](const TmnFile& f, int threads, bool fuse_chains) {
              try {
