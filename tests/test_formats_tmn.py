@@ -237,3 +237,30 @@ def test_cpp_header_values_as_python_reads_them(tmp_path, small_graph):
     assert got == values
     assert [type(v) for v in got["ints"] + got["floats"]] == [
         type(v) for v in values["ints"] + values["floats"]]
+
+
+def test_optimized_file_keeps_the_source_graph_for_info(tmp_path, small_graph):
+    """An optimised file describes the model as converted (BN not folded: the same params and
+    MACs as the graph given), without making load parse it; keep_source=False leaves only
+    the stored graph."""
+    from tinymnet.bundled import read_tmn_header
+    from tinymnet.formats.tmn import load_source_graph
+    from tinymnet.info import info_table, info_totals
+    from tinymnet.passes import optimize
+
+    path = tmp_path / "s.tmn"
+    save_tmn(path, small_graph, optimize=True)
+    header = read_tmn_header(path)
+    assert isinstance(header["source_graph"], str)  # one JSON string, not a tree to parse
+    src = load_source_graph(path)
+    assert info_totals(src) == info_totals(small_graph) != info_totals(optimize(small_graph))
+    assert info_table(src) == info_table(small_graph)
+    assert tinymnet.load(path)._compiled.graph is None  # still the fast path
+
+    bare = tmp_path / "b.tmn"
+    save_tmn(bare, small_graph, optimize=True, keep_source=False)
+    assert "source_graph" not in read_tmn_header(bare)
+    assert info_totals(load_source_graph(bare)) == info_totals(optimize(small_graph))
+    plain = tmp_path / "p.tmn"
+    save_tmn(plain, small_graph)  # unoptimised: the stored graph is the source
+    assert info_totals(load_source_graph(plain)) == info_totals(small_graph)
