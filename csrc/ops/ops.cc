@@ -221,10 +221,15 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
   const int64_t pixels = static_cast<int64_t>(oy_end - oy_begin) * g.out_w;
 
   // The depthwise and stem kernels take no residual (no MobileNet layer of theirs has one):
-  // they run without the activation, then y = act(y + residual), one pass per pixel.
-  const auto add_residual = [&] {
+  // they run without the activation, then y = act(y + residual) over the rows just written.
+  const auto add_residual = [&](int32_t r0, int32_t r1) {
     if (!residual) return;
-    for (int64_t p = first_pixel; p < first_pixel + pixels; ++p)
+    const int64_t p0 = static_cast<int64_t>(r0) * g.out_w, p1 = static_cast<int64_t>(r1) * g.out_w;
+    if (out_ld == cout_ && res_ld == cout_) {  // dense rows: one pass
+      table_->add(out + p0 * out_ld, residual + p0 * res_ld, out + p0 * out_ld, (p1 - p0) * cout_, act_);
+      return;
+    }
+    for (int64_t p = p0; p < p1; ++p)
       table_->add(out + p * out_ld, residual + p * res_ld, out + p * out_ld, cout_, act_);
   };
   if (kind_ == Kind::depthwise) {
@@ -234,10 +239,17 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
     d.kh = pkh_, d.kw = pkw_, d.sh = sh_, d.sw = sw_, d.dil_h = dil_h_, d.dil_w = dil_w_;
     d.pad_top = g.pad_top, d.pad_left = g.pad_left;
     d.packed_w = packed_.data();
-    d.oy_begin = oy_begin, d.oy_end = oy_end;
     d.act = residual ? Activation{} : act_;
-    table_->dwconv(d);
-    add_residual();
+    // With a residual (the sandglass block's last depthwise), a few rows at a time, so the
+    // add reads them back from L1 rather than from L2 after the whole range is written.
+    const int64_t row_bytes = static_cast<int64_t>(g.out_w) * out_ld * sizeof(float);
+    const int32_t step = residual ? static_cast<int32_t>(std::max<int64_t>(1, (16 << 10) / row_bytes))
+                                  : oy_end - oy_begin;
+    for (int32_t r0 = oy_begin; r0 < oy_end; r0 += step) {
+      d.oy_begin = r0, d.oy_end = std::min(oy_end, r0 + step);
+      table_->dwconv(d);
+      add_residual(d.oy_begin, d.oy_end);
+    }
     return;
   }
 
@@ -250,7 +262,7 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
     d.oy_begin = oy_begin, d.oy_end = oy_end;
     d.act = residual ? Activation{} : act_;
     table_->stem(d);
-    add_residual();
+    add_residual(oy_begin, oy_end);
     return;
   }
 

@@ -109,7 +109,9 @@ class Plan {
   int tensor_id(const std::string& name, const std::string& node) const;
   int root(int t) const;
   void add_node(const json::Value& node, const ParamMap& params);
-  void add_chain(const std::vector<const json::Value*>& nodes, const ParamMap& params);
+  // Nodes as one fused step, `tile` final rows at a time, bands with `slack` (chain_layout).
+  void add_chain(const std::vector<const json::Value*>& nodes, const ParamMap& params,
+                 int32_t tile, int32_t slack);
   void plan_memory();
   void plan_concats(const std::vector<json::Value>& nodes, const std::string& output,
                     const ParamMap& params);
