@@ -126,6 +126,7 @@ def test_convert_subprocess_then_load(tmp_path, v3_small_weights):
     assert stdout.startswith(f"wrote {out}: mobilenet_v3_small width 0.75, 10 outputs, 96x96")
     assert "safetensors" in stdout and "labels: from labels.txt" in stdout
     model = tinymnet.load(out)
+    assert model._compiled.graph is None  # stored optimised: the fast load path
     assert model.labels[3] == "class 3" and model.provenance["arch"] == "mobilenet_v3_small"
     x = np.random.default_rng(0).standard_normal((1, 96, 96, 3)).astype(np.float32)
     from tinymnet.graph import run_reference

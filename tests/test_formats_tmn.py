@@ -182,9 +182,28 @@ def test_optimized_file_changed_after_load(tmp_path, small_graph):
         model.graph
 
 
+def test_cpp_crc32_agrees_with_zlib():
+    """_C.crc32 (the .tmn checksum: PCLMULQDQ folding where the CPU has it, four table streams
+    otherwise) equals zlib.crc32 for every length around its 16 / 64-byte steps, any start
+    value and unaligned starts."""
+    import zlib
+
+    from tinymnet import _C
+
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    lengths = list(range(0, 260)) + [1000, 4095, 4096, 65_537, 299_000]
+    for n in lengths:
+        for start in (0, 1, 13):
+            chunk = data[start:start + n]
+            for crc in (0, 0x12345678, 0xFFFFFFFF):
+                assert _C.crc32(chunk, crc) == zlib.crc32(chunk, crc), (n, start, crc)
+    assert _C.crc32(memoryview(data)[5:70_005]) == zlib.crc32(data[5:70_005])
+
+
 @pytest.mark.parametrize("n_labels", [0, 1, 2, 3, 5, 17, 100])
 def test_cpp_reader_checksum_agrees_with_zlib(tmp_path, small_graph, n_labels):
-    """Files of many header lengths: the C++ CRC-32 (slicing, four streams joined) must accept
+    """Files of many header lengths: the C++ CRC-32 (carry-less multiply or tables) must accept
     what zlib.crc32 wrote, and reject a flipped byte anywhere."""
     from tinymnet import _C
 
@@ -201,3 +220,47 @@ def test_cpp_reader_checksum_agrees_with_zlib(tmp_path, small_graph, n_labels):
             _C.TmnFile(str(bad))
         with pytest.raises(FormatError, match=r"checksum"):
             tinymnet.load(bad)
+
+
+def test_cpp_header_values_as_python_reads_them(tmp_path, small_graph):
+    """The C++ JSON reader (fast paths for plain string runs and short integers) gives the
+    header's values exactly as json.loads does."""
+    from tinymnet import _C
+
+    values = {"ints": [0, -0, 7, -12, 999_999_999_999_999, 1_234_567_890_123_456],
+              "floats": [0.5, -2.25e-3, 1e300, 0.16666666666666666, -0.0, 3.0],
+              "text": ["plain", "tab\there", 'quote " and \\ slash', "caf\u00e9 \u2603 \U0001F600",
+                       "", "x" * 5000]}
+    path = tmp_path / "v.tmn"
+    save_tmn(path, small_graph, provenance=values, optimize=True)
+    got = _C.TmnFile(str(path)).header("provenance")
+    assert got == values
+    assert [type(v) for v in got["ints"] + got["floats"]] == [
+        type(v) for v in values["ints"] + values["floats"]]
+
+
+def test_optimized_file_keeps_the_source_graph_for_info(tmp_path, small_graph):
+    """An optimised file describes the model as converted (BN not folded: the same params and
+    MACs as the graph given), without making load parse it; keep_source=False leaves only
+    the stored graph."""
+    from tinymnet.bundled import read_tmn_header
+    from tinymnet.formats.tmn import load_source_graph
+    from tinymnet.info import info_table, info_totals
+    from tinymnet.passes import optimize
+
+    path = tmp_path / "s.tmn"
+    save_tmn(path, small_graph, optimize=True)
+    header = read_tmn_header(path)
+    assert isinstance(header["source_graph"], str)  # one JSON string, not a tree to parse
+    src = load_source_graph(path)
+    assert info_totals(src) == info_totals(small_graph) != info_totals(optimize(small_graph))
+    assert info_table(src) == info_table(small_graph)
+    assert tinymnet.load(path)._compiled.graph is None  # still the fast path
+
+    bare = tmp_path / "b.tmn"
+    save_tmn(bare, small_graph, optimize=True, keep_source=False)
+    assert "source_graph" not in read_tmn_header(bare)
+    assert info_totals(load_source_graph(bare)) == info_totals(optimize(small_graph))
+    plain = tmp_path / "p.tmn"
+    save_tmn(plain, small_graph)  # unoptimised: the stored graph is the source
+    assert info_totals(load_source_graph(plain)) == info_totals(small_graph)

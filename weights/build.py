@@ -98,8 +98,10 @@ def build_one(name: str, spec: dict, fixtures: Path, labels, out: Path) -> dict:
         labels="ImageNet-1k, 1000 classes from google-coral/test_data imagenet_labels.txt "
                "(background dropped)")
     # Stored optimised (BN folded, activations fused): load builds the plan straight from it.
+    # No source_graph: a TFLite graph has no BatchNorm to fold, so the stored graph has the
+    # same params and MACs (the manifest's counts), and the files stay as they were.
     save_tmn(out, graph, labels=list(labels), preprocess=imp.preprocess, provenance=provenance,
-             quantized=imp.quantized or None, optimize=True)
+             quantized=imp.quantized or None, optimize=True, keep_source=False)
     t = info_totals(graph)
     h, w = imp.preprocess["input_size"]
     return {

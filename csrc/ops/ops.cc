@@ -78,6 +78,32 @@ AlignedFloats::AlignedFloats(int64_t count, bool heap) : size_(count) {
       static_cast<float*>(alloc_big(aligned_bytes(count))), FreeUnlessPooled{false});
 }
 
+const float* WeightSource::all(int64_t count, std::vector<float>& scratch) const {
+  if (data) return data;
+  scratch.resize(static_cast<size_t>(count));
+  values(0, count, scratch.data());
+  return scratch.data();
+}
+
+// pack_gemm_weights one panel (nr rows of W) at a time, which gives the same layout (panel p
+// at p * (k + 1) * nr, the last one as wide as gemm_panel_width says): weights given as
+// values are produced only one panel ahead, into a buffer that stays in L2.
+static void pack_gemm_panels(const WeightSource& w, const float* bias, int32_t k, int32_t n,
+                             int32_t nr, float* packed) {
+  if (w.data) {
+    pack_gemm_weights(w.data, bias, k, n, nr, packed);
+    return;
+  }
+  thread_local std::vector<float> rows;
+  rows.resize(static_cast<size_t>(nr) * k);
+  for (int32_t n0 = 0; n0 < n; n0 += nr) {
+    const int32_t count = std::min(nr, n - n0);
+    w.values(static_cast<int64_t>(n0) * k, static_cast<int64_t>(count) * k, rows.data());
+    pack_gemm_weights(rows.data(), bias ? bias + n0 : nullptr, k, count, nr,
+                      packed + static_cast<int64_t>(n0) * (k + 1));
+  }
+}
+
 WindowGeometry window_geometry(int32_t h, int32_t w, int32_t kh, int32_t kw, int32_t sh,
                                int32_t sw, const Padding& pad) {
   require(kh >= 1 && kw >= 1, "kernel size must be positive");
@@ -122,9 +148,9 @@ static int32_t lattice_step(const float* w, int32_t c, int32_t kh, int32_t kw, b
   return 1;
 }
 
-Conv2d::Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin, int32_t kh,
-               int32_t kw, int32_t sh, int32_t sw, Padding pad, int32_t groups, Activation act,
-               Isa isa)
+Conv2d::Conv2d(const WeightSource& source, const float* bias, int32_t cout, int32_t cin,
+               int32_t kh, int32_t kw, int32_t sh, int32_t sw, Padding pad, int32_t groups,
+               Activation act, Isa isa)
     : isa_(isa),
       table_(&kernel_table(isa)),
       cout_(cout), cin_(cin), kh_(kh), kw_(kw), sh_(sh), sw_(sw),
@@ -135,8 +161,10 @@ Conv2d::Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin
   require(sh > 0 && sw > 0, "stride must be positive");
   require(pad.top >= 0 && pad.bottom >= 0 && pad.left >= 0 && pad.right >= 0,
           "padding must be >= 0");
+  std::vector<float> scratch;  // weights given as values, where packing needs all of them
   if (groups == cin && cin == cout && groups > 1) {
     kind_ = Kind::depthwise;
+    const float* weight = source.all(static_cast<int64_t>(cout) * kh * kw, scratch);
     dil_h_ = lattice_step(weight, cout, kh, kw, true);
     dil_w_ = sw == 1 ? lattice_step(weight, cout, kh, kw, false) : 1;  // see dwconv_simd.h
     pkh_ = (kh - 1) / dil_h_ + 1, pkw_ = (kw - 1) / dil_w_ + 1;
@@ -156,6 +184,7 @@ Conv2d::Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin
   if (cin == kStemCin && kh == kStemK && kw == kStemK && sh == kStemStride && sw == kStemStride) {
     kind_ = Kind::stem;
     packed_ = AlignedFloats(stem_packed_floats(cout, table_->stem_cb));
+    const float* weight = source.all(static_cast<int64_t>(cout) * kStemCin * kStemK * kStemK, scratch);
     pack_stem_weights(weight, bias, cout, table_->stem_cb, packed_.data());
     return;
   }
@@ -168,9 +197,10 @@ Conv2d::Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin
   const int32_t k = kh * kw * cin;
   packed_ = AlignedFloats(gemm_packed_floats(k, cout, nr));
   if (pointwise) {
-    pack_gemm_weights(weight, bias, k, cout, nr, packed_.data());
+    pack_gemm_panels(source, bias, k, cout, nr, packed_.data());
     return;
   }
+  const float* weight = source.all(static_cast<int64_t>(cout) * k, scratch);
   // im2col rows are (ky, kx, ci) ordered (NHWC patches), so reorder (co, ci, ky, kx) to match.
   std::vector<float> reordered(static_cast<size_t>(cout) * k);
   for (int32_t co = 0; co < cout; ++co)
@@ -219,10 +249,15 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
   const int64_t pixels = static_cast<int64_t>(oy_end - oy_begin) * g.out_w;
 
   // The depthwise and stem kernels take no residual (no MobileNet layer of theirs has one):
-  // they run without the activation, then y = act(y + residual), one pass per pixel.
-  const auto add_residual = [&] {
+  // they run without the activation, then y = act(y + residual) over the rows just written.
+  const auto add_residual = [&](int32_t r0, int32_t r1) {
     if (!residual) return;
-    for (int64_t p = first_pixel; p < first_pixel + pixels; ++p)
+    const int64_t p0 = static_cast<int64_t>(r0) * g.out_w, p1 = static_cast<int64_t>(r1) * g.out_w;
+    if (out_ld == cout_ && res_ld == cout_) {  // dense rows: one pass
+      table_->add(out + p0 * out_ld, residual + p0 * res_ld, out + p0 * out_ld, (p1 - p0) * cout_, act_);
+      return;
+    }
+    for (int64_t p = p0; p < p1; ++p)
       table_->add(out + p * out_ld, residual + p * res_ld, out + p * out_ld, cout_, act_);
   };
   if (kind_ == Kind::depthwise) {
@@ -232,10 +267,17 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
     d.kh = pkh_, d.kw = pkw_, d.sh = sh_, d.sw = sw_, d.dil_h = dil_h_, d.dil_w = dil_w_;
     d.pad_top = g.pad_top, d.pad_left = g.pad_left;
     d.packed_w = packed_.data();
-    d.oy_begin = oy_begin, d.oy_end = oy_end;
     d.act = residual ? Activation{} : act_;
-    table_->dwconv(d);
-    add_residual();
+    // With a residual (the sandglass block's last depthwise), a few rows at a time, so the
+    // add reads them back from L1 rather than from L2 after the whole range is written.
+    const int64_t row_bytes = static_cast<int64_t>(g.out_w) * out_ld * sizeof(float);
+    const int32_t step = residual ? static_cast<int32_t>(std::max<int64_t>(1, (16 << 10) / row_bytes))
+                                  : oy_end - oy_begin;
+    for (int32_t r0 = oy_begin; r0 < oy_end; r0 += step) {
+      d.oy_begin = r0, d.oy_end = std::min(oy_end, r0 + step);
+      table_->dwconv(d);
+      add_residual(d.oy_begin, d.oy_end);
+    }
     return;
   }
 
@@ -248,7 +290,7 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
     d.oy_begin = oy_begin, d.oy_end = oy_end;
     d.act = residual ? Activation{} : act_;
     table_->stem(d);
-    add_residual();
+    add_residual(oy_begin, oy_end);
     return;
   }
 
@@ -303,12 +345,12 @@ void Conv2d::run(ImageView in, float* out, int64_t out_ld, const float* residual
 
 // ---------------------------------------------------------------------------------- Linear
 
-Linear::Linear(const float* weight, const float* bias, int32_t out_features, int32_t in_features,
+Linear::Linear(const WeightSource& weight, const float* bias, int32_t out_features, int32_t in_features,
                Activation act, Isa isa)
     : table_(&kernel_table(isa)), out_(out_features), in_(in_features), act_(act) {
   require(out_features > 0 && in_features > 0, "features must be positive");
   packed_ = AlignedFloats(gemm_packed_floats(in_, out_, table_->gemm_nr));
-  pack_gemm_weights(weight, bias, in_, out_, table_->gemm_nr, packed_.data());
+  pack_gemm_panels(weight, bias, in_, out_, table_->gemm_nr, packed_.data());
 }
 
 void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows) const {
@@ -330,7 +372,8 @@ void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t row
 
 // --------------------------------------------------------------------------- SqueezeExcite
 
-SqueezeExcite::SqueezeExcite(const float* w1, const float* b1, const float* w2, const float* b2,
+SqueezeExcite::SqueezeExcite(const WeightSource& w1, const float* b1, const WeightSource& w2,
+                             const float* b2,
                              int32_t channels, int32_t squeeze, Activation inner,
                              Activation gate, Isa isa)
     : table_(&kernel_table(isa)),

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -66,6 +67,19 @@ class AlignedFloats {
   int64_t size_ = 0;
 };
 
+// The weights an op's constructor packs: float32 values, or a function writing values
+// [first, first + count) of them as float32 (in the constructor's weight layout). The plan's
+// 8-bit weights come that way, dequantized one GEMM panel at a time into a small buffer that
+// stays in cache: no float32 copy of a whole tensor is ever made.
+struct WeightSource {
+  const float* data = nullptr;
+  std::function<void(int64_t first, int64_t count, float* out)> values;
+  WeightSource(const float* floats) : data(floats) {}  // NOLINT: float32 weights convert
+  explicit WeightSource(std::function<void(int64_t, int64_t, float*)> f) : values(std::move(f)) {}
+  // The first `count` values: `data`, or the values written into `scratch`.
+  const float* all(int64_t count, std::vector<float>& scratch) const;
+};
+
 struct Padding {
   int32_t top = 0, bottom = 0, left = 0, right = 0;
   bool same = false;  // TF "SAME": resolved from the input size at run time
@@ -95,7 +109,7 @@ class Conv2d {
 
   // weight: PyTorch layout (cout, cin / groups, kh, kw); bias: cout floats or null.
   // groups must be 1, or equal cin == cout (depthwise).
-  Conv2d(const float* weight, const float* bias, int32_t cout, int32_t cin, int32_t kh,
+  Conv2d(const WeightSource& weight, const float* bias, int32_t cout, int32_t cin, int32_t kh,
          int32_t kw, int32_t sh, int32_t sw, Padding pad, int32_t groups, Activation act,
          Isa isa);
 
@@ -139,7 +153,7 @@ class Conv2d {
 // y = act(x W^T + b) for a batch of rows: x (m, in) with row stride ldx, y (m, out) / ldy.
 class Linear {
  public:
-  Linear(const float* weight, const float* bias, int32_t out_features, int32_t in_features,
+  Linear(const WeightSource& weight, const float* bias, int32_t out_features, int32_t in_features,
          Activation act, Isa isa);
   void run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows) const;
   // Output features [col_begin, col_end) only (col_begin a multiple of column_block()).
@@ -159,7 +173,7 @@ class Linear {
 // Squeeze-and-excite: y = x * gate(W2 inner(W1 mean_hw(x) + b1) + b2), per image.
 class SqueezeExcite {
  public:
-  SqueezeExcite(const float* w1, const float* b1, const float* w2, const float* b2,
+  SqueezeExcite(const WeightSource& w1, const float* b1, const WeightSource& w2, const float* b2,
                 int32_t channels, int32_t squeeze, Activation inner, Activation gate, Isa isa);
   int32_t channels() const { return reduce_.in_features(); }
   int32_t squeeze() const { return reduce_.out_features(); }

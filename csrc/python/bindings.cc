@@ -497,10 +497,12 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<const std::string&, bool>(), py::arg("path"), py::arg("verify") = true,
            py::call_guard<py::gil_scoped_release>(),
            "Maps a .tmn file and checks its sizes and CRC-32 (ValueError naming the file).")
-      .def("header", [](const TmnFile& f, const std::string& key) {
+      .def("header", [](const TmnFile& f, const std::string& key, const py::object& member) {
              const json::Value* v = f.header().find(key);
+             if (v && !member.is_none()) v = v->find(member.cast<std::string>());
              return v ? to_python(*v) : py::object(py::none());
-           }, py::arg("key"), "One top-level entry of the JSON header (None if absent).")
+           }, py::arg("key"), py::arg("member") = py::none(),
+           "One top-level entry of the JSON header, or one member of it (None if absent).")
       .def_property_readonly("crc", &TmnFile::stored_crc)
       .def("plan", [](const TmnFile& f, int threads, bool fuse_chains) {
              try {
@@ -510,6 +512,15 @@ PYBIND11_MODULE(_C, m) {
              }
            }, py::arg("threads"), py::arg("fuse_chains"),
            "A Plan of the stored graph (which must already be optimised).");
+  m.def("crc32", [](const py::buffer& data, uint32_t crc) {
+          py::buffer_info b = data.request();
+          require(PyBuffer_IsContiguous(b.view(), 'C'), "data must be contiguous");
+          const auto* p = static_cast<const unsigned char*>(b.ptr);
+          const size_t n = static_cast<size_t>(b.size * b.itemsize);
+          py::gil_scoped_release release;
+          return crc32(p, n, crc);
+        }, py::arg("data"), py::arg("crc") = 0,
+        "CRC-32 of a bytes-like object as zlib.crc32 (the .tmn checksum; for tests).");
   m.def("default_threads", &ThreadPool::default_threads,
         "Physical cores of this machine (the default thread count of a model).");
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
 namespace tmn {
@@ -149,6 +150,13 @@ class Parser {
     expect('"');
     std::string out;
     for (;;) {
+      // Plain characters are appended a run at a time (headers are mostly names).
+      size_t end = pos_;
+      while (end < s_.size() && s_[end] != '"' && s_[end] != '\\' &&
+             static_cast<unsigned char>(s_[end]) >= 0x20)
+        ++end;
+      out.append(s_, pos_, end - pos_);
+      pos_ = end;
       if (pos_ >= s_.size()) fail("unterminated string");
       const char c = s_[pos_++];
       if (c == '"') return out;
@@ -205,6 +213,15 @@ class Parser {
       if (!(peek() >= '0' && peek() <= '9')) fail("bad number");
       while (peek() >= '0' && peek() <= '9') ++pos_;
     }
+    // Integers of up to 15 digits (shapes, offsets: most of a header) are exact in a double;
+    // anything else goes through strtod.
+    if (pos_ - start <= 15) {
+      bool negative = s_[start] == '-';
+      int64_t integer = 0;
+      size_t i = start + negative;
+      for (; i < pos_ && s_[i] >= '0' && s_[i] <= '9'; ++i) integer = integer * 10 + (s_[i] - '0');
+      if (i == pos_) return negative ? -static_cast<double>(integer) : static_cast<double>(integer);
+    }
     const std::string token = s_.substr(start, pos_ - start);
     const double value = std::strtod(token.c_str(), nullptr);
     if (!std::isfinite(value)) fail("number out of range");
@@ -221,6 +238,14 @@ class Parser {
 static size_t invalid_utf8(const std::string& s) {
   for (size_t i = 0; i < s.size();) {
     const unsigned char c = s[i];
+    if (c < 0x80 && i + 8 <= s.size()) {  // 8 ASCII bytes at a time (headers are mostly ASCII)
+      uint64_t word;
+      std::memcpy(&word, s.data() + i, 8);
+      if (!(word & 0x8080808080808080ull)) {
+        i += 8;
+        continue;
+      }
+    }
     int len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
     if (len == 0 || i + len > s.size()) return i;
     unsigned cp = len == 1 ? c : c & (0x7F >> len);

@@ -87,7 +87,7 @@ const ParamView& param(const ParamMap& params, const json::Value& node, const ch
 }
 
 // The Conv2d op of a conv2d node whose input has `cin` channels (8-bit weights are
-// dequantized into scratch[0..1] on the way); keep >= 0: only its first `keep` output
+// dequantized as they are packed, an 8-bit bias into scratch[1]); keep >= 0: only its first `keep` output
 // channels (see Plan::plan_concats).
 std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& params, int32_t cin_in,
                                   Isa isa, AlignedFloats* scratch, int32_t keep = -1) {
@@ -107,7 +107,7 @@ std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& param
     if (groups == cout && groups == cin) cin = groups = keep;
     cout = keep;
   }
-  return std::make_shared<Conv2d>(w.floats(scratch[0]), b.floats(scratch[1]), cout, cin, w.shape[2], w.shape[3], stride.first,
+  return std::make_shared<Conv2d>(w.source(), b.floats(scratch[1]), cout, cin, w.shape[2], w.shape[3], stride.first,
                                   stride.second, padding_attr(attrs.at("padding")), groups,
                                   activation_attr(attrs), isa);
 }
@@ -119,28 +119,67 @@ struct ChainDims {
   int32_t k, s;        // kernel height and stride of the level
 };
 
-// Band capacity (rows) of every intermediate level for tiles of `tile` final rows, walking
-// back: T' = (T - 1) * s + k. Returns the floats of one thread's bands (each 64-byte aligned)
-// and fills each band's offset when asked.
-int64_t chain_bands(const std::vector<ChainDims>& levels, int32_t tile,
-                    std::vector<int64_t>* offsets_out = nullptr) {
+// Rows of every intermediate level that one tile of `tile` final rows reads, walking back:
+// T' = (T - 1) * s + k (clipped to the level's height).
+std::vector<int32_t> chain_windows(const std::vector<ChainDims>& levels, int32_t tile) {
+  std::vector<int32_t> rows(levels.size(), tile);
+  for (size_t j = levels.size() - 1; j-- > 0;)
+    rows[j] = std::min(levels[j].out_h, (rows[j + 1] - 1) * levels[j + 1].s + levels[j + 1].k);
+  return rows;
+}
+
+// Band capacity (rows) of every intermediate level: its window plus `slack` windows more, so
+// the band slides down its buffer and the rows the next tile still reads are moved back to
+// the front only when the buffer runs out (about once per `slack` windows of new rows rather
+// than once per tile: with short tiles those moves cost as much as the convs). Returns the
+// floats of one thread's bands (each 64-byte aligned) and fills each band's offset and
+// capacity when asked.
+int64_t chain_bands(const std::vector<ChainDims>& levels, int32_t tile, int32_t slack,
+                    std::vector<int64_t>* offsets_out = nullptr,
+                    std::vector<int32_t>* capacity_out = nullptr) {
+  const std::vector<int32_t> window = chain_windows(levels, tile);
   int64_t floats = 0;
-  int32_t rows = tile;
   if (offsets_out) offsets_out->assign(levels.size(), 0);
-  for (size_t j = levels.size() - 1; j-- > 0;) {
-    rows = std::min(levels[j].out_h, (rows - 1) * levels[j + 1].s + levels[j + 1].k);
+  if (capacity_out) capacity_out->assign(levels.size(), 0);
+  for (size_t j = 0; j + 1 < levels.size(); ++j) {
+    const int32_t rows = std::min(levels[j].out_h, window[j] * (1 + slack));
     if (offsets_out) (*offsets_out)[j] = floats;
+    if (capacity_out) (*capacity_out)[j] = rows;
     floats += (static_cast<int64_t>(rows) * levels[j].row_floats + 15) / 16 * 16;
   }
   return floats;
 }
 
-// The tallest tile (halving from the whole output) whose bands fit in ~384 KiB, so they stay
-// in L2 from one level to the next.
-int32_t chain_tile(const std::vector<ChainDims>& levels) {
+// Tile height (final output rows per tile) and band slack of a fused chain; tile 0: none fits.
+struct ChainLayout {
+  int32_t tile = 0, slack = 0;
+};
+
+// The tallest tile (halving from the whole output) whose windows fit in `bytes`.
+int32_t chain_tile(const std::vector<ChainDims>& levels, int64_t bytes) {
   int32_t tile = levels.back().out_h;
-  while (tile > 1 && chain_bands(levels, tile) * 4 > (384 << 10)) tile = (tile + 1) / 2;
+  while (tile > 1 && chain_bands(levels, tile, 0) * 4 > bytes) tile = (tile + 1) / 2;
   return tile;
+}
+
+// Whether to fuse: only if the bands of the tallest tile whose windows fit in 384 KiB (so
+// they stay in L2 from one level to the next), one set per thread, take less memory than
+// `widest` (the intermediate fusing removes); tile 0 if not. Then, as long as all threads'
+// bands stay within half of `widest` and within 1.5 MiB (fusing must still save memory:
+// MobileNetV2's arena stays <= 2 MiB): taller tiles, up to windows of 768 KiB (tiles of a row
+// or two make many small GEMM calls and move the overlapping rows every tile), and one window
+// of slack (saves most of the moves).
+ChainLayout chain_layout(const std::vector<ChainDims>& levels, int threads, int64_t widest) {
+  ChainLayout l{chain_tile(levels, 384 << 10), 0};
+  if (chain_bands(levels, l.tile, 0) * threads >= widest) return {};
+  const auto fits = [&](int32_t tile, int32_t slack) {
+    const int64_t floats = chain_bands(levels, tile, slack) * threads;
+    return 2 * floats <= widest && floats * 4 <= (1536 << 10);
+  };
+  const int32_t taller = chain_tile(levels, 768 << 10);
+  if (taller > l.tile && fits(taller, 0)) l.tile = taller;
+  if (fits(l.tile, 1)) l.slack = 1;
+  return l;
 }
 
 // Parts [0, rows) split into about 4 tasks per thread (fewer for small images), claimed
@@ -161,21 +200,40 @@ int64_t ParamView::size() const {
   return n;
 }
 
+void ParamView::dequantize(int64_t first, int64_t count, float* out) const {
+  require(first >= 0 && count >= 0 && first + count <= size(), "weight values out of range");
+  if (!q) {
+    std::memcpy(out, data + first, sizeof(float) * count);
+    return;
+  }
+  // Runs of elements sharing one scale: the whole tensor, or q_inner elements per channel.
+  const int64_t run = q_channels == 1 ? size() : q_inner, end = first + count;
+  for (int64_t i0 = first; i0 < end;) {
+    const int64_t ch = i0 / run % q_channels, i1 = std::min(end, (i0 / run + 1) * run);
+    const float s = scale[ch], z = static_cast<float>(zero_point[ch]);
+    float* o = out + (i0 - first);
+    const int64_t n = i1 - i0;
+    if (q_signed) {
+      const int8_t* v = reinterpret_cast<const int8_t*>(q) + i0;
+      for (int64_t i = 0; i < n; ++i) o[i] = (static_cast<float>(v[i]) - z) * s;
+    } else {
+      const uint8_t* v = q + i0;
+      for (int64_t i = 0; i < n; ++i) o[i] = (static_cast<float>(v[i]) - z) * s;
+    }
+    i0 = i1;
+  }
+}
+
 const float* ParamView::floats(AlignedFloats& scratch) const {
   if (!q) return data;
-  const int64_t n = size(), run = q_channels == 1 ? n : q_inner;  // elements sharing a scale
-  if (scratch.size() < n) scratch = AlignedFloats(n, /*heap=*/true);
-  float* out = scratch.data();
-  for (int64_t i0 = 0, ch = 0; i0 < n; i0 += run, ch = (ch + 1) % q_channels) {
-    const float s = scale[ch], z = static_cast<float>(zero_point[ch]);
-    const int64_t end = std::min(n, i0 + run);
-    if (q_signed) {
-      for (int64_t i = i0; i < end; ++i) out[i] = (static_cast<float>(static_cast<int8_t>(q[i])) - z) * s;
-    } else {
-      for (int64_t i = i0; i < end; ++i) out[i] = (static_cast<float>(q[i]) - z) * s;
-    }
-  }
-  return out;
+  if (scratch.size() < size()) scratch = AlignedFloats(size(), /*heap=*/true);
+  dequantize(0, size(), scratch.data());
+  return scratch.data();
+}
+
+WeightSource ParamView::source() const {
+  if (!q) return WeightSource(data);
+  return WeightSource([this](int64_t first, int64_t count, float* out) { dequantize(first, count, out); });
 }
 
 // One executable step: reads tensors `in`, writes tensor `out`, may be split over rows.
@@ -205,10 +263,6 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
            bool fuse_chains)
     : isa_(isa), pool_(std::max(1, threads)) {
   WeightPoolScope scope(&weights_);  // every op's packed weights, then the arena
-  int64_t widest = 0;  // 8-bit param: dequantized one at a time into one buffer
-  for (const auto& [name, p] : params)
-    if (p.q) widest = std::max(widest, p.size());
-  if (widest) dequantized_[0] = AlignedFloats(widest, /*heap=*/true);
   const auto& inputs = graph.at("inputs").as_array("inputs");
   require(inputs.size() == 1, "the plan runs graphs with exactly one input");
   const auto& shape = inputs[0].at("shape").as_array("input shape");
@@ -253,12 +307,10 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
   };
   // Fusing nodes [i, end) pays off when it removes an intermediate tensor larger than the
   // chain's input and output (which stay materialised): the expanded tensor of an
-  // inverted-residual block, the stem output before a stride-2 block.
-  // One thread's bands must also take less memory than that intermediate. (All threads' bands
-  // together may not: each thread's set lives only during the step, and refusing those chains
-  // at 2 threads left V2's 28x28 and 14x14 blocks unfused, 3 steps each: 6% slower there, the
-  // same peak arena.)
-  auto worth_fusing = [&](size_t i, size_t end) {
+  // inverted-residual block, the stem output before a stride-2 block. The bands (one set per
+  // thread) must also take less memory than that intermediate (see chain_layout). Returns
+  // the chain's layout, tile 0 if fusing does not pay.
+  auto fusion_layout = [&](size_t i, size_t end) {
     Tensor t = tensors_[tensor_id(nodes[i].at("inputs").as_array()[0].as_string(), "chain")];
     const int64_t in_floats = t.floats();
     int64_t widest = 0;
@@ -270,19 +322,20 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
                       int_pair(nodes[j].at("attrs").at("stride"), "stride").first});
       if (j + 1 < end) widest = std::max(widest, t.floats());
     }
-    const int64_t bands = chain_bands(dims, chain_tile(dims));
-    return widest > std::max(in_floats, t.floats()) && bands < widest;
+    if (widest <= std::max(in_floats, t.floats())) return ChainLayout{};
+    return chain_layout(dims, pool_.size(), widest);
   };
 
   if (fuse_chains) plan_concats(nodes, outputs[0].as_string("output"), params);
 
   for (size_t i = 0; i < nodes.size();) {
     size_t end = i + 1;
+    ChainLayout layout;
     if (fuse_chains) {
       size_t longest = i + 1;
       while (longest - i < kMaxChain && conv_feeds_next(longest - 1)) ++longest;
-      for (end = longest; end - i >= 2 && !worth_fusing(i, end); --end) {
-      }
+      for (end = longest; end - i >= 2; --end)
+        if ((layout = fusion_layout(i, end)).tile > 0) break;
       end = std::max(end, i + 1);
     }
     const std::string name = nodes[i].at("name").as_string("node name");
@@ -290,7 +343,7 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
       if (end - i >= 2) {
         std::vector<const json::Value*> chain;
         for (size_t j = i; j < end; ++j) chain.push_back(&nodes[j]);
-        add_chain(chain, params);
+        add_chain(chain, params, layout.tile, layout.slack);
       } else {
         add_node(nodes[i], params);
       }
@@ -475,7 +528,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     require(x.floats() == w.shape[1], "input has " + std::to_string(x.floats()) +
                                           " features, weight expects " + std::to_string(w.shape[1]));
     require(!b.present() || b.size() == w.shape[0], "bias size does not match the weight");
-    auto fc = std::make_shared<Linear>(w.floats(dequantized_[0]), b.floats(dequantized_[1]),
+    auto fc = std::make_shared<Linear>(w.source(), b.floats(dequantized_[1]),
                                        w.shape[0], w.shape[1],
                                        activation_attr(attrs), isa_);
     y.h = 1, y.w = 1, y.c = w.shape[0];
@@ -497,8 +550,8 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     require(w1.size() == s * x.c && w2.size() == s * x.c, "SE weights do not match the input");
     require((!b1.present() || b1.size() == s) && (!b2.present() || b2.size() == x.c),
             "SE bias sizes");
-    auto se = std::make_shared<SqueezeExcite>(w1.floats(dequantized_[0]), b1.floats(dequantized_[1]),
-                                              w2.floats(dequantized_[2]), b2.floats(dequantized_[3]),
+    auto se = std::make_shared<SqueezeExcite>(w1.source(), b1.floats(dequantized_[1]),
+                                              w2.source(), b2.floats(dequantized_[3]),
                                               x.c, s,
                                               named_activation(attrs, "inner"),
                                               named_activation(attrs, "gate"), isa_);
@@ -758,12 +811,14 @@ static std::pair<int32_t, int32_t> input_rows(int32_t a, int32_t b, int32_t k, i
   return {std::max(0, a * s - pad_top), std::min(in_h, (b - 1) * s - pad_top + k)};
 }
 
-void Plan::add_chain(const std::vector<const json::Value*>& nodes, const ParamMap& params) {
+void Plan::add_chain(const std::vector<const json::Value*>& nodes, const ParamMap& params,
+                     int32_t tile, int32_t slack) {
   struct Level {
     std::shared_ptr<Conv2d> conv;
     int32_t in_h, in_w, in_c, out_h, out_w, out_c, pad_top;
     int64_t row_floats;   // floats of one output row
     int64_t band_offset;  // of the output band (intermediate levels) in one thread's bands
+    int32_t band_rows;    // ... and its capacity in rows
     int residual;         // tensor added to the output, or -1 (never a chain intermediate:
                           // those have a single reader, the next conv)
   };
@@ -803,10 +858,11 @@ void Plan::add_chain(const std::vector<const json::Value*>& nodes, const ParamMa
   std::vector<ChainDims> dims;
   for (const Level& l : levels)
     dims.push_back({l.out_h, l.row_floats, l.conv->kernel_h(), l.conv->stride_h()});
-  const int32_t tile = chain_tile(dims);
   std::vector<int64_t> band_offsets;
-  const int64_t band_floats = chain_bands(dims, tile, &band_offsets);
-  for (size_t j = 0; j < levels.size(); ++j) levels[j].band_offset = band_offsets[j];
+  std::vector<int32_t> band_rows;
+  const int64_t band_floats = chain_bands(dims, tile, slack, &band_offsets, &band_rows);
+  for (size_t j = 0; j < levels.size(); ++j)
+    levels[j].band_offset = band_offsets[j], levels[j].band_rows = band_rows[j];
 
   const int threads = pool_.size();
   Tensor scratch;
@@ -823,6 +879,7 @@ void Plan::add_chain(const std::vector<const json::Value*>& nodes, const ParamMa
     const size_t n = levels.size();
     float* bands = p.at(scratch_id) + band_floats * thread;
     std::vector<std::pair<int32_t, int32_t>> held(n, {0, 0}), need(n);
+    std::vector<int32_t> slot(n, 0);  // band row holding held[j].first
     for (int32_t t0 = r0; t0 < r1; t0 += tile) {
       const int32_t t1 = std::min(t0 + tile, r1);
       need[n - 1] = {t0, t1};
@@ -847,16 +904,20 @@ void Plan::add_chain(const std::vector<const json::Value*>& nodes, const ParamMa
         float* band = bands + l.band_offset;
         auto [n0, n1] = need[j];
         auto [b0, b1] = held[j];
-        int32_t first_new = n0;
+        int32_t first_new = n0, at = 0;
         if (b0 <= n0 && n0 < b1) {  // slide: keep the rows the next tile still reads
-          std::memmove(band, band + (n0 - b0) * l.row_floats,
-                       sizeof(float) * (b1 - n0) * l.row_floats);
+          at = slot[j] + (n0 - b0);
+          if (at + (n1 - n0) > l.band_rows) {  // out of room: move them to the front
+            std::memmove(band, band + at * l.row_floats, sizeof(float) * (b1 - n0) * l.row_floats);
+            at = 0;
+          }
           first_new = b1;
         }
-        float* origin = band - static_cast<int64_t>(n0) * l.row_floats;
+        float* origin = band + static_cast<int64_t>(at - n0) * l.row_floats;
         if (first_new < n1)
           l.conv->run({in, l.in_h, l.in_w, in_ld}, origin, l.out_c, res, res_ld, first_new, n1);
         held[j] = {n0, n1};
+        slot[j] = at;
         in = origin;
         in_ld = l.out_c;
       }

@@ -41,9 +41,14 @@ struct ParamView {
 
   int64_t size() const;
   bool present() const { return data || q; }
-  // The values as float32: `data`, or the 8-bit values dequantized into `scratch` (float32
+  // Elements [first, first + count) as float32 into out (8-bit values dequantized in float32
   // arithmetic, exactly as tinymnet.formats.tmn.QuantizedTensor.dequantize).
+  void dequantize(int64_t first, int64_t count, float* out) const;
+  // The values as float32: `data`, or the 8-bit values dequantized into `scratch`.
   const float* floats(AlignedFloats& scratch) const;
+  // The weights for an op's constructor: `data`, or the 8-bit values dequantized as the op
+  // asks for them (the source points at this view).
+  WeightSource source() const;
 };
 using ParamMap = std::map<std::string, ParamView>;
 
@@ -104,7 +109,9 @@ class Plan {
   int tensor_id(const std::string& name, const std::string& node) const;
   int root(int t) const;
   void add_node(const json::Value& node, const ParamMap& params);
-  void add_chain(const std::vector<const json::Value*>& nodes, const ParamMap& params);
+  // Nodes as one fused step, `tile` final rows at a time, bands with `slack` (chain_layout).
+  void add_chain(const std::vector<const json::Value*>& nodes, const ParamMap& params,
+                 int32_t tile, int32_t slack);
   void plan_memory();
   void plan_concats(const std::vector<json::Value>& nodes, const std::string& output,
                     const ParamMap& params);

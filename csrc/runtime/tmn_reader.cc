@@ -5,6 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -87,16 +91,13 @@ struct TensorInfo {
   uint64_t offset = 0, nbytes = 0;
 };
 
-}  // namespace
-
-uint32_t crc32(const void* data, size_t size, uint32_t crc) {
+// Four interleaved table streams keep the lookups of four quarters in flight at once (one
+// stream is bound by its dependency chain); their CRCs are then joined as zlib's
+// crc32_combine does: crc(A + B) = crc(A) * x^(8 |B|) + crc(B). state is inverted (~crc).
+uint32_t crc32_tables(const unsigned char* p, size_t size, uint32_t state) {
   static const Crc32Tables tables;
-  const unsigned char* p = static_cast<const unsigned char*>(data);
-  // Four interleaved streams keep the table lookups of four quarters in flight at once (one
-  // stream is bound by its dependency chain); their CRCs are then joined as zlib's
-  // crc32_combine does: crc(A + B) = crc(A) * x^(8 |B|) + crc(B).
   const size_t quarter = size / 32 * 8;
-  uint32_t s[4] = {~crc, ~0u, ~0u, ~0u};
+  uint32_t s[4] = {state, ~0u, ~0u, ~0u};
   for (size_t i = 0; i < quarter; i += 8)
     for (int j = 0; j < 4; ++j) s[j] = crc_step8(tables, s[j], p + j * quarter + i);
   if (quarter) {
@@ -105,7 +106,64 @@ uint32_t crc32(const void* data, size_t size, uint32_t crc) {
     for (int j = 1; j < 4; ++j) joined = mul_mod_p(shift, joined) ^ ~s[j];
     s[0] = ~joined;
   }
-  return ~crc_bytes(tables, s[0], p + 4 * quarter, size - 4 * quarter);
+  return crc_bytes(tables, s[0], p + 4 * quarter, size - 4 * quarter);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TMN_CRC_CLMUL 1
+// CRC-32 by carry-less multiplication (Intel, "Fast CRC Computation for Generic Polynomials
+// Using PCLMULQDQ", 2009, in the bit-reflected form): four 128-bit accumulators are folded
+// over 64 bytes per step, then into one, then reduced to 32 bits (Barrett). ~10x the table
+// code: the checksum of a bundled model costs ~0.1 ms instead of ~0.6-1 ms. The constants are
+// x^k mod P for the fold distances (bit-reflected, shifted left by one), P itself and
+// floor(x^64 / P). size >= 64; returns the inverted state as crc32_tables.
+#define TMN_CLMUL_TARGET __attribute__((target("pclmul,sse4.1")))
+TMN_CLMUL_TARGET inline __m128i load16(const unsigned char* q) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+}
+// x * k (its two 64-bit halves times k's two constants) + next: x moved forward by k's distance.
+TMN_CLMUL_TARGET inline __m128i fold(__m128i x, __m128i k, __m128i next) {
+  return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11)),
+                       next);
+}
+TMN_CLMUL_TARGET uint32_t crc32_clmul(const unsigned char* p, size_t size,
+                                                               uint32_t state) {
+  const __m128i k1k2 = _mm_set_epi64x(0x1c6e41596, 0x154442bd4);  // fold by 512 bits
+  const __m128i k3k4 = _mm_set_epi64x(0x0ccaa009e, 0x1751997d0);  // fold by 128 bits
+  const __m128i k5 = _mm_set_epi64x(0, 0x163cd6124);              // 64 -> 32 bits
+  const __m128i poly = _mm_set_epi64x(0x1f7011641, 0x1db710641);  // mu, P
+  const __m128i mask32 = _mm_set_epi32(0, 0, 0, -1);
+  __m128i x0 = _mm_xor_si128(load16(p), _mm_cvtsi32_si128(static_cast<int>(state)));
+  __m128i x1 = load16(p + 16), x2 = load16(p + 32), x3 = load16(p + 48);
+  p += 64, size -= 64;
+  for (; size >= 64; p += 64, size -= 64) {
+    x0 = fold(x0, k1k2, load16(p));
+    x1 = fold(x1, k1k2, load16(p + 16));
+    x2 = fold(x2, k1k2, load16(p + 32));
+    x3 = fold(x3, k1k2, load16(p + 48));
+  }
+  x0 = fold(fold(fold(x0, k3k4, x1), k3k4, x2), k3k4, x3);
+  for (; size >= 16; p += 16, size -= 16) x0 = fold(x0, k3k4, load16(p));
+  // 128 -> 64 bits (appending 32 zero bits), 64 -> 32, then Barrett.
+  x0 = _mm_xor_si128(_mm_clmulepi64_si128(x0, k3k4, 0x10), _mm_srli_si128(x0, 8));
+  x0 = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(x0, mask32), k5, 0x00), _mm_srli_si128(x0, 4));
+  __m128i t = _mm_clmulepi64_si128(_mm_and_si128(x0, mask32), poly, 0x10);
+  t = _mm_clmulepi64_si128(_mm_and_si128(t, mask32), poly, 0x00);
+  const uint32_t folded = static_cast<uint32_t>(_mm_extract_epi32(_mm_xor_si128(x0, t), 1));
+  static const Crc32Tables tables;
+  return crc_bytes(tables, folded, p, size);  // the last < 16 bytes
+}
+#endif
+
+}  // namespace
+
+uint32_t crc32(const void* data, size_t size, uint32_t crc) {
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+#ifdef TMN_CRC_CLMUL
+  static const bool clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+  if (clmul && size >= 64) return ~crc32_clmul(p, size, ~crc);
+#endif
+  return ~crc32_tables(p, size, ~crc);
 }
 
 void TmnFile::Unmap::operator()(unsigned char* p) const { munmap(p, bytes); }

@@ -30,11 +30,11 @@ _manifest_cache: Optional[dict] = None
 
 def weights_dir() -> Path:
     """The folder holding the bundled ``.tmn`` files and their manifest."""
-    try:
-        from importlib.resources import files
+    try:  # the package's folder (importlib.resources.files says the same, 0.3 ms slower)
+        import tinymnet.weights as package
 
-        p = files("tinymnet.weights")
-        if isinstance(p, Path) and (p / MANIFEST_NAME).is_file():
+        p = Path(package.__file__).parent
+        if (p / MANIFEST_NAME).is_file():
             return p
     except (ImportError, TypeError):  # not installed as a package: a source checkout
         pass

@@ -99,12 +99,12 @@ def _info_graph(args):
 
         kind = detect_format(target)
         if kind == "tmn":
-            from .formats.tmn import load_tmn
+            from .formats.tmn import load_source_graph
 
             if args.width is not None:
                 raise TinymnetError("--width applies to an arch name or weights to convert, "
                                     "not to a .tmn model")
-            graph = load_tmn(target).graph
+            graph = load_source_graph(target)  # as converted, before BN folding and fusion
             if args.resolution is not None:
                 graph = _with_resolution(graph, args.resolution)
             return graph, f"{target} (tmn)"

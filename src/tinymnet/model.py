@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from . import _C
+from .bundled import resolve  # imported with the loader, not at the first load
 from .errors import FormatError
 from .graph import Graph
 from .runtime import CompiledModel, compile_graph
@@ -50,7 +52,7 @@ class Model:
         self.labels = file.header("labels")
         self.preprocess = dict(file.header("preprocess") or {})
         self.provenance = dict(file.header("provenance") or {})
-        self.meta = dict((file.header("graph") or {}).get("meta") or {})
+        self.meta = dict(file.header("graph", "meta") or {})  # not the whole graph
         return self
 
     @property
@@ -110,9 +112,6 @@ def load(model=None, threads: Optional[int] = None) -> Model:
     downloaded with ``tinymnet fetch``. ``threads``: how many threads one inference uses
     (None = the physical cores).
     """
-    from . import _C
-    from .bundled import resolve
-
     path = resolve(model)
     name = None if model is None or os.path.exists(os.fspath(model)) else os.fspath(model)
     if model is None:

@@ -22,7 +22,10 @@ channel ``axis``), ``labels`` (class names or null), ``preprocess`` (the input r
 ``tinymnet.load`` compiles (:func:`tinymnet.passes.optimize` ran before saving),
 ``optimized``: ``{"output_shape": [null, ...]}`` (the output's shape); ``load`` then builds the
 C++ plan straight from the mapped file, without the graph passes and without a float32 copy of
-8-bit weights (older readers ignore the key). Tensors are stored in the graph's canonical
+8-bit weights (older readers ignore the key). Such a file may also hold ``source_graph``: the
+:func:`~tinymnet.graph.graph_to_dict` JSON of the graph before the passes, as one string (the
+loader skips it cheaply), so ``tinymnet info`` still describes the model as converted
+(:func:`load_source_graph`). Tensors are stored in the graph's canonical
 layouts: conv weights (Cout, Cin/groups, KH, KW), linear (out, in), float32, or uint8/int8 with
 ``real = (q - zero_point) * scale`` along ``axis``. Float32 tensors are read through mmap
 without a copy; 8-bit tensors are dequantized at load.
@@ -100,14 +103,16 @@ def _align(n: int) -> int:
 
 def save_tmn(path, graph, *, labels=None, preprocess=None, provenance=None,
              quantized: Optional[Mapping[str, QuantizedTensor]] = None,
-             optimize: bool = False) -> None:
+             optimize: bool = False, keep_source: bool = True) -> None:
     """Write `graph` (params as float32) to `path`; params named in `quantized` are stored as
     8 bits instead (their float value in the graph is ignored).
 
     ``optimize``: store the graph after :func:`tinymnet.passes.optimize` (BN folded,
     activations and residual adds fused), marked ``optimized`` in the header, so
-    ``tinymnet.load`` skips the passes. An 8-bit weight a pass rewrote (a folded BatchNorm)
-    is stored as float32."""
+    ``tinymnet.load`` builds its plan from the mapped file alone. An 8-bit weight a pass
+    rewrote (a folded BatchNorm) is stored as float32. ``keep_source`` (with ``optimize``):
+    also store the graph as given, without its weights (``source_graph``), for
+    :func:`load_source_graph` / ``tinymnet info``."""
     from ..graph import graph_to_dict, infer_shapes
 
     quantized = dict(quantized or {})
@@ -120,6 +125,9 @@ def save_tmn(path, graph, *, labels=None, preprocess=None, provenance=None,
         quantized = {k: q for k, q in quantized.items()
                      if k in opt.params and opt.params[k] is graph.params.get(k)}
         extra["optimized"] = {"output_shape": list(infer_shapes(opt)[opt.outputs[0]])}
+        if keep_source and opt is not graph:
+            extra["source_graph"] = json.dumps(graph_to_dict(graph), separators=(",", ":"),
+                                               sort_keys=True)
         graph = opt
     gdict = graph_to_dict(graph)
     blobs = []  # (name, array) in data order
@@ -257,3 +265,24 @@ def load_tmn(path, verify: bool = True) -> TmnModel:
         raise FormatError(f"the stored graph is invalid: {e}", path) from None
     return TmnModel(graph, header.get("labels"), header.get("preprocess") or {},
                     header.get("provenance") or {}, path, crc)
+
+
+def load_source_graph(path):
+    """The graph a .tmn file was converted from, for describing it (``tinymnet info``): the
+    ``source_graph`` an optimised file keeps (before BN folding and fusion; its params are
+    zeros of the stored shapes: no weights are read), else the stored graph with its
+    weights."""
+    from ..bundled import read_tmn_header
+    from ..graph import GraphError, graph_from_dict
+
+    path = os.fspath(path)
+    text = read_tmn_header(path).get("source_graph")
+    if text is None:
+        return load_tmn(path).graph
+    try:
+        gdict = json.loads(text)
+        params = {p["name"]: np.zeros(tuple(int(d) for d in p["shape"]), np.float32)
+                  for p in gdict["params"]}
+        return graph_from_dict(gdict, params)
+    except (GraphError, KeyError, TypeError, ValueError, RecursionError, MemoryError) as e:
+        raise FormatError(f"the stored source graph is invalid: {e}", path) from None
