@@ -36,6 +36,12 @@ namespace {
 constexpr int kChains = 8;
 // Tiles of 1-2 rows (GEMV) only stream the weights: prefetch them this far ahead (4 KB).
 constexpr int kWeightPrefetchFloats = 1024;
+// Tiles of 3+ rows prefetch their panel this many floats ahead (0: not at all). Set per ISA by
+// the including TU (TMN_GEMM_PANEL_PREFETCH).
+#ifndef TMN_GEMM_PANEL_PREFETCH
+#define TMN_GEMM_PANEL_PREFETCH 0
+#endif
+constexpr int kPanelPrefetchFloats = TMN_GEMM_PANEL_PREFETCH;
 // Weights of one panel block (gemm_simd), to stay in L2 while the row tiles pass over them
 // (512 KB: V1 1.0 conv_pw_13, 7x7x1024->1024, 1.05 -> 0.80 ms on a 2 MB-L2 Xeon).
 constexpr int64_t kL2WeightBytes = TMN_GEMM_L2_KB << 10;
@@ -161,6 +167,10 @@ TMN_GEMM_INLINE void gemm_tile(const GemmArgs& g, int64_t row, const float* pane
     }
   }
   for (; kk < g.k; ++kk, w += NR) {
+    if constexpr (R > 2 && kPanelPrefetchFloats > 0) {  // the panel streams from L2
+#pragma GCC unroll 8
+      for (int q = 0; q < NR; q += 16) __builtin_prefetch(w + kPanelPrefetchFloats + q);
+    }
     Vec b[NV];
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) b[j] = Vec::load(w + j * L);
