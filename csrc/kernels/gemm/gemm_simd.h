@@ -10,7 +10,8 @@
 // them needs only ~11 B/cycle, so blocking N for L2 measured no gain even at 5 MB of weights).
 //
 // Row tiles are balanced: m rows are cut into ceil(m / MR) tiles of nearly equal height
-// (49 = 10+10+10+10+9 with MR = 12) rather than full tiles plus a thin, latency-bound one.
+// (49 = 10+10+10+10+9 with MR = 12) rather than full tiles plus a thin, latency-bound one;
+// short GEMMs may use taller tiles (MRSmall, kSmallRows).
 // Tiles with fewer than kChains accumulators (GEMV, m = 1) split K over several accumulator
 // sets so FMAs do not wait on each other.
 //
