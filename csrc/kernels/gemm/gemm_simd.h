@@ -10,7 +10,8 @@
 // them needs only ~11 B/cycle, so blocking N for L2 measured no gain even at 5 MB of weights).
 //
 // Row tiles are balanced: m rows are cut into ceil(m / MR) tiles of nearly equal height
-// (49 = 10+10+10+10+9 with MR = 12) rather than full tiles plus a thin, latency-bound one.
+// (49 = 10+10+10+10+9 with MR = 12) rather than full tiles plus a thin, latency-bound one;
+// short GEMMs may use taller tiles (MRSmall, kSmallRows).
 // Tiles with fewer than kChains accumulators (GEMV, m = 1) split K over several accumulator
 // sets so FMAs do not wait on each other.
 //
@@ -36,9 +37,19 @@ namespace {
 constexpr int kChains = 8;
 // Tiles of 1-2 rows (GEMV) only stream the weights: prefetch them this far ahead (4 KB).
 constexpr int kWeightPrefetchFloats = 1024;
+// Tiles of 3+ rows prefetch their panel this many floats ahead (0: not at all). Set per ISA by
+// the including TU (TMN_GEMM_PANEL_PREFETCH).
+#ifndef TMN_GEMM_PANEL_PREFETCH
+#define TMN_GEMM_PANEL_PREFETCH 0
+#endif
+constexpr int kPanelPrefetchFloats = TMN_GEMM_PANEL_PREFETCH;
 // Weights of one panel block (gemm_simd), to stay in L2 while the row tiles pass over them
 // (512 KB: V1 1.0 conv_pw_13, 7x7x1024->1024, 1.05 -> 0.80 ms on a 2 MB-L2 Xeon).
 constexpr int64_t kL2WeightBytes = TMN_GEMM_L2_KB << 10;
+// GEMMs this short (8x8 pixels or fewer: V1's 7x7 layers, 49 rows) stream every panel once
+// per row tile, so fewer, taller tiles (MRSmall) pay off there: 49 = 4 tiles of 13/12 rows
+// instead of 5 of 10/9 reads the panels 20% less often.
+constexpr int64_t kSmallRows = 64;
 
 constexpr int k_splits(int chains) {
   return chains >= kChains ? 1 : (kChains + chains - 1) / chains;
@@ -161,6 +172,10 @@ TMN_GEMM_INLINE void gemm_tile(const GemmArgs& g, int64_t row, const float* pane
     }
   }
   for (; kk < g.k; ++kk, w += NR) {
+    if constexpr (R > 2 && kPanelPrefetchFloats > 0) {  // the panel streams from L2
+#pragma GCC unroll 8
+      for (int q = 0; q < NR; q += 16) __builtin_prefetch(w + kPanelPrefetchFloats + q);
+    }
     Vec b[NV];
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) b[j] = Vec::load(w + j * L);
@@ -204,14 +219,16 @@ inline void gemm_rows_n(const GemmArgs& g, int64_t row, int rows, int32_t p0, in
   if constexpr (R > 1) return gemm_rows_n<R - 1, NV>(g, row, rows, p0, p1, act);
 }
 
-template <int MR, int NV>
+// MR: tile height; MRSmall (>= MR): the height for GEMMs of at most kSmallRows rows.
+template <int MR, int NV, int MRSmall = MR>
 void gemm_simd(const GemmArgs& g) {
   static_assert(NV % 2 == 0, "the half-width last panel needs an even vector count");
   constexpr int NR = NV * Vec::kLanes;
   if (g.m <= 0 || g.n <= 0) return;
   const VecActivation act(g.act);
   const int32_t panels = (g.n + NR - 1) / NR;
-  const int64_t tiles = (g.m + MR - 1) / MR;
+  const bool small = MRSmall > MR && g.m <= kSmallRows;
+  const int64_t tiles = small ? (g.m + MRSmall - 1) / MRSmall : (g.m + MR - 1) / MR;
   const int64_t base = g.m / tiles, extra = g.m % tiles;  // the first `extra` get base + 1 rows
   // Panels in blocks whose weights stay in L2 while every row tile passes over them: big
   // 1x1 layers (V1's 1024x1024: 4 MB) would otherwise stream all weights from L3 once per row
@@ -223,7 +240,10 @@ void gemm_simd(const GemmArgs& g) {
     int64_t row = 0;
     for (int64_t t = 0; t < tiles; ++t) {
       const int rows = static_cast<int>(base + (t < extra ? 1 : 0));
-      gemm_rows_n<MR, NV>(g, row, rows, p0, p1, act);
+      if (small)
+        gemm_rows_n<MRSmall, NV>(g, row, rows, p0, p1, act);
+      else
+        gemm_rows_n<MR, NV>(g, row, rows, p0, p1, act);
       row += rows;
     }
   }
