@@ -36,6 +36,13 @@ def fma_peak(isa: str, seconds: float = 0.02, trials: int = 7) -> float:
     return float(gflops)
 
 
+def runnable_isas() -> list:
+    """The ISAs of FLAGS this CPU can run (an AVX-512 binary dies of SIGILL on an AVX2-only CPU)."""
+    from tinymnet.kernels import available_isas
+    have = set(available_isas())
+    return [isa for isa in FLAGS if isa in have]
+
+
 if __name__ == "__main__":
-    for isa in FLAGS:
+    for isa in runnable_isas():
         print(f"{isa:7s} {fma_peak(isa):8.1f} GFLOP/s")

@@ -1,5 +1,6 @@
 """Conv2d kernels (pointwise GEMM, depthwise, stem, direct/im2col) against
 tinymnet.reference.conv2d, under every ISA the CPU supports (the `isa` fixture)."""
+import os
 import numpy as np
 import pytest
 from hypothesis import given
@@ -388,3 +389,37 @@ def test_isa_errors():
     with pytest.raises(ValueError):
         with K.use_isa("sse9"):
             pass
+
+
+def test_pointwise_weight_blocks_of_any_size_give_the_same_answer(tmp_path):
+    """GEMMs split their packed weights into L2-sized panel blocks (a quarter of this CPU's L2,
+    or TINYMNET_GEMM_BLOCK_KB): with 1 KB blocks every panel is its own block, and the output
+    must not change (bit for bit) on any ISA here."""
+    import subprocess
+    import sys
+    script = (
+        "import numpy as np, sys\n"
+        "from tinymnet import kernels as K\n"
+        "rng = np.random.default_rng(7)\n"
+        "w = rng.standard_normal((200, 67, 1, 1)).astype(np.float32)\n"
+        "b = rng.standard_normal(200).astype(np.float32)\n"
+        "x = rng.standard_normal((1, 9, 11, 67)).astype(np.float32)\n"
+        "outs = []\n"
+        "for isa in K.available_isas():\n"
+        "    with K.use_isa(isa):\n"
+        "        outs.append(K.Conv2d(w, b, activation='relu6')(x))\n"
+        "np.save(sys.argv[1], np.stack(outs))\n")
+    outs = {}
+    for kb in ("1", ""):
+        env = dict(os.environ, TINYMNET_GEMM_BLOCK_KB=kb)
+        dest = tmp_path / f"out{kb or 'default'}.npy"
+        subprocess.run([sys.executable, "-c", script, str(dest)], check=True, env=env)
+        outs[kb] = np.load(dest)
+    np.testing.assert_array_equal(outs["1"], outs[""])
+    x = np.random.default_rng(7)
+    ref_w = x.standard_normal((200, 67, 1, 1)).astype(np.float32)
+    ref_b = x.standard_normal(200).astype(np.float32)
+    ref_x = x.standard_normal((1, 9, 11, 67)).astype(np.float32)
+    ref = R.conv2d(ref_x, ref_w, ref_b, activation="relu6")
+    for y in outs["1"]:
+        assert_close_scaled(y, ref)

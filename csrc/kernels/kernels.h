@@ -68,6 +68,10 @@ inline int64_t gemm_packed_floats(int32_t k, int32_t n, int32_t nr) {
   return (static_cast<int64_t>(last) + gemm_panel_width(n, nr, last)) *
          (static_cast<int64_t>(k) + 1);
 }
+// Bytes of packed weights a GEMM keeps in L2 while all row tiles pass over them: a quarter of
+// this core's L2 (Xeon 2 MB -> 512 KB, Zen 3 512 KB -> 128 KB; 1 MB assumed when the OS does
+// not say). TINYMNET_GEMM_BLOCK_KB overrides it (tuning). Read once, defined in runtime/isa.cc.
+int64_t gemm_weight_block_bytes();
 // w is (N, K) row major (PyTorch (Cout, Cin) for a 1x1 conv); bias may be null (zeros).
 void pack_gemm_weights(const float* w, const float* bias, int32_t k, int32_t n, int32_t nr,
                        float* packed);

@@ -1,5 +1,7 @@
 #include "runtime/isa.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
@@ -129,6 +131,23 @@ void set_current_isa(Isa isa) {
   std::lock_guard<std::mutex> lock(g_isa_mutex);
   g_isa = isa;
   g_isa_set = true;
+}
+
+int64_t gemm_weight_block_bytes() {
+  static const int64_t bytes = [] {
+    const char* env = std::getenv("TINYMNET_GEMM_BLOCK_KB");
+    if (env && *env) {
+      const long kb = std::strtol(env, nullptr, 10);
+      if (kb > 0) return static_cast<int64_t>(kb) << 10;
+    }
+    long l2 = -1;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    if (l2 <= 0) l2 = 1L << 20;
+    return static_cast<int64_t>(l2) / 4;
+  }();
+  return bytes;
 }
 
 const KernelTable& kernel_table(Isa isa) {

@@ -23,10 +23,6 @@
 
 #include "kernels/vec.h"
 
-#ifndef TMN_GEMM_L2_KB
-#define TMN_GEMM_L2_KB 512
-#endif
-
 #define TMN_GEMM_INLINE inline __attribute__((always_inline))
 
 namespace tmn {
@@ -43,9 +39,6 @@ constexpr int kWeightPrefetchFloats = 1024;
 #define TMN_GEMM_PANEL_PREFETCH 0
 #endif
 constexpr int kPanelPrefetchFloats = TMN_GEMM_PANEL_PREFETCH;
-// Weights of one panel block (gemm_simd), to stay in L2 while the row tiles pass over them
-// (512 KB: V1 1.0 conv_pw_13, 7x7x1024->1024, 1.05 -> 0.80 ms on a 2 MB-L2 Xeon).
-constexpr int64_t kL2WeightBytes = TMN_GEMM_L2_KB << 10;
 // GEMMs this short (8x8 pixels or fewer: V1's 7x7 layers, 49 rows) stream every panel once
 // per row tile, so fewer, taller tiles (MRSmall) pay off there: 49 = 4 tiles of 13/12 rows
 // instead of 5 of 10/9 reads the panels 20% less often.
@@ -232,9 +225,11 @@ void gemm_simd(const GemmArgs& g) {
   const int64_t base = g.m / tiles, extra = g.m % tiles;  // the first `extra` get base + 1 rows
   // Panels in blocks whose weights stay in L2 while every row tile passes over them: big
   // 1x1 layers (V1's 1024x1024: 4 MB) would otherwise stream all weights from L3 once per row
-  // tile. Small layers are one block.
+  // tile (a quarter of L2: V1 conv_pw_13 1.05 -> 0.80 ms with 512 KB blocks on a 2 MB-L2 Xeon).
+  // Small layers are one block.
   const int64_t panel_bytes = (static_cast<int64_t>(g.k) + 1) * NR * sizeof(float);
-  const int32_t block = static_cast<int32_t>(std::max<int64_t>(1, kL2WeightBytes / panel_bytes));
+  const int32_t block =
+      static_cast<int32_t>(std::max<int64_t>(1, gemm_weight_block_bytes() / panel_bytes));
   for (int32_t p0 = 0; p0 < panels; p0 += block) {
     const int32_t p1 = std::min(panels, p0 + block);
     int64_t row = 0;
