@@ -71,6 +71,11 @@ def _scaling(rep, batch):
     return next(s for s in rep["scaling"] if s["batch"] == batch and s["to_threads"] == 2)
 
 
+def _range(row) -> str:
+    lo_hi = row.get("ratio_range")  # absent in reports saved before it was recorded
+    return "–" if lo_hi is None else f"{lo_hi[0]:.2f}–{lo_hi[1]:.2f}"
+
+
 def _mark(ok):
     return "met" if ok else "**missed**"
 
@@ -83,14 +88,15 @@ def render(reports) -> str:
                + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     out.append("")
     out.append("| model | threads | batch | tinymnet ms (p90) | ORT ms (p90) | tinymnet img/s | "
-               "ORT img/s | time tinymnet / ORT |")
+               "ORT img/s | time tinymnet / ORT (range over rounds) |")
     out.append("|---|---|---|---|---|---|---|---|")
     for k, rep in reports.items():
         for r in rep["results"]:
             t, o = r["tinymnet"], r["onnxruntime"]
             out.append(f"| {k} | {r['threads']} | {r['batch']} | {t['median_ms']:.2f} "
                        f"({t['p90_ms']:.2f}) | {o['median_ms']:.2f} ({o['p90_ms']:.2f}) | "
-                       f"{t['images_per_s']:.0f} | {o['images_per_s']:.0f} | {r['ratio']:.2f} |")
+                       f"{t['images_per_s']:.0f} | {o['images_per_s']:.0f} | {r['ratio']:.2f} "
+                       f"({_range(r)}) |")
     out.append("")
     out.append("| model | MACs | 2 threads vs 1, b1 / b8: tinymnet | ... ORT | peak RSS tinymnet "
                "/ ORT MiB (ratio) | import tinymnet ms (+ loader) | load + first ms / steady "

@@ -52,6 +52,8 @@ def test_quick_run_with_onnxruntime_json():
             assert _is_ms(d["median_ms"]) and _is_ms(d["p90_ms"]) and _is_ms(d["images_per_s"])
             assert d["calls"] >= 1
         assert _is_ms(r["ratio"])
+        lo, hi = r["ratio_range"]  # one round: the range is that round's ratio
+        assert lo <= r["ratio"] <= hi and lo == hi
     assert {(s["from_threads"], s["to_threads"], s["batch"]) for s in rep["scaling"]} == {
         (1, 2, 1), (1, 2, 2)}
     for s in rep["scaling"]:

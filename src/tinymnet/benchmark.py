@@ -403,6 +403,9 @@ def run_bench(model, threads: Sequence[int] = (1,), batch: Sequence[int] = (1,),
                 ratios = [a / o for a, o in zip(per_round[("tinymnet", t, b)],
                                                 per_round[(compare, t, b)])]
                 row["ratio"] = statistics.median(ratios)  # time tinymnet / time ORT
+                # the spread over rounds: on a shared or virtual machine one round can land
+                # on a slowed-down core, and the range says how far to trust the median
+                row["ratio_range"] = [min(ratios), max(ratios)]
             results.append(row)
         report["results"] = results
 
@@ -505,7 +508,7 @@ def format_report(rep: dict) -> str:
         short = "ort" if e == "onnxruntime" else e
         head += [f"{short} ms", "p90", "cpu", "img/s"]
     if cmp:
-        head.append("tinymnet/ort")
+        head += ["tinymnet/ort", "(range)"]
     rows = [head]
     for r in rep["results"]:
         row = [str(r["threads"]), str(r["batch"])]
@@ -514,7 +517,8 @@ def format_report(rep: dict) -> str:
             row += [f"{d['median_ms']:.2f}", f"{d['p90_ms']:.2f}", f"{d['cpu_ms']:.2f}",
                     f"{d['images_per_s']:.1f}"]
         if cmp:
-            row.append(f"{r['ratio']:.2f}")
+            lo, hi = r["ratio_range"]
+            row += [f"{r['ratio']:.2f}", f"{lo:.2f}-{hi:.2f}"]
         rows.append(row)
     lines += _table(rows, right=set(range(len(head))))
     for sc in rep["scaling"]:
