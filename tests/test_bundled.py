@@ -94,7 +94,9 @@ def test_bundled_model_contents(name):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_bundled_models_load_by_the_fast_path(name):
     """Stored optimised: load builds the plan from the mapped file (no passes, no Python copy
-    of the weights) and computes exactly what compiling the Python graph computes."""
+    of the weights) and computes what compiling the Python graph computes: exactly, but for
+    the one-pixel layers of the 8-bit models, which run on their 8-bit weights there (the
+    Python graph holds them dequantized) and differ by rounding only."""
     from tinymnet.formats.tmn import load_tmn
     from tinymnet.runtime import compile_graph
 
@@ -102,8 +104,13 @@ def test_bundled_models_load_by_the_fast_path(name):
     model = tinymnet.load(name, threads=1)
     assert model._compiled.graph is None and model._graph is None
     x = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
-    np.testing.assert_array_equal(model(x), compile_graph(load_tmn(bundled_path(name)).graph,
-                                                          threads=1)(x))
+    y = model(x)
+    ref = compile_graph(load_tmn(bundled_path(name)).graph, threads=1)(x)
+    if model.weight_bytes < compile_graph(load_tmn(bundled_path(name)).graph).weight_bytes:
+        assert np.max(np.abs(y - ref)) <= 1e-5 * np.max(np.abs(ref))
+        assert (y.argmax(-1) == ref.argmax(-1)).all()
+    else:
+        np.testing.assert_array_equal(y, ref)
     assert model.graph.meta["label_offset"] == 1  # read on first use
 
 

@@ -79,7 +79,17 @@ def test_info_text_table(capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:4] == ["name", "op", "kernel", "stride"]
     assert "features.1.block.1" in out and "squeeze_excite" in out
-    assert "mobilenet_v3_small: 2,542,856 params" in out.splitlines()[-1]
+    assert "mobilenet_v3_small: 2,542,856 params" in out.splitlines()[-2]
+    assert out.splitlines()[-1].startswith("compiled plan (")  # arena and packed weights
+
+
+def test_info_shows_the_plan_of_8bit_weights_as_stored(capsys):
+    """The bundled V3-Small keeps its one-pixel layers' weights (1.6M of its 2.5M) 8-bit."""
+    from tinymnet.bundled import resolve
+
+    d = main_json(capsys, "info", resolve("mobilenet_v3_small_100_224_tf"), "--json")
+    assert d["plan"]["weight_bytes"] < 0.6 * 4 * d["params"]
+    assert 0 < d["plan"]["arena_bytes"] < 2 << 20
 
 
 def test_info_on_files(tmp_path, capsys, v3_small_weights):

@@ -166,7 +166,10 @@ def test_optimized_file_loads_by_the_cpp_reader(tmp_path, small_graph):
     assert model.input_shape == (64, 64, 3)
     x = np.random.default_rng(2).standard_normal((2, 64, 64, 3)).astype(np.float32)
     slow = compile_graph(load_tmn(path).graph, threads=1)  # Python reader, dequantized there
-    np.testing.assert_array_equal(model(x), slow(x))
+    # the same plan but for the classifiers, which keep their 8-bit weights on the fast path
+    # (and round differently)
+    assert slow.weight_bytes > model.weight_bytes
+    assert np.max(np.abs(model(x) - slow(x))) <= 1e-5 * np.max(np.abs(slow(x)))
     ref = run_reference(small_graph, x)
     assert np.max(np.abs(model(x) - ref)) <= 0.1 * np.max(np.abs(ref))  # 8-bit weights
     # the graph is read from the file on first use
@@ -264,3 +267,47 @@ def test_optimized_file_keeps_the_source_graph_for_info(tmp_path, small_graph):
     plain = tmp_path / "p.tmn"
     save_tmn(plain, small_graph)  # unoptimised: the stored graph is the source
     assert info_totals(load_source_graph(plain)) == info_totals(small_graph)
+
+
+def _one_pixel_head_graph():
+    """A stem, then the layers that see one pixel: a 1x1 conv of the pooled features (V3's
+    Conv_2, as TF-slim graphs have it) and a linear classifier."""
+    from tinymnet.graph import GraphBuilder
+
+    b = GraphBuilder("head", (16, 16, 3))
+    x = b.conv2d(b.input, "stem", 24, 3, stride=2, padding=1, bias=True)
+    x = b.add("global_avg_pool", [x], "gap")                             # 1x1x24
+    x = b.conv2d(x, "conv_2", 40, 1, bias=True, activation="hardswish")  # 1x1x40
+    x = b.add("flatten", [x], "flat")
+    x = b.linear(x, "logits", 37)
+    return b.build([x])
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_one_pixel_layers_run_on_8bit_weights(tmp_path, signed):
+    """A 1x1 conv of a 1x1 image and a linear layer whose file stores 8-bit weights keep them
+    8-bit (LinearQ8): the results match the reference on the dequantized weights, and the
+    plan holds a quarter of their float32 bytes."""
+    g = _one_pixel_head_graph()
+    rng = np.random.default_rng(5)
+    quant = {"conv_2.weight": quantize_per_channel(g.params["conv_2.weight"])}  # uint8, per channel
+    w = g.params["logits.weight"]
+    if signed:  # int8, one scale and zero point for the whole tensor
+        scale = np.float32(np.abs(w).max() / 120)
+        q = np.clip(np.round(w / scale) + 3, -128, 127).astype(np.int8)
+        quant["logits.weight"] = QuantizedTensor(q, np.array([scale], np.float32),
+                                                 np.array([3], np.int32), 0)
+    else:
+        quant["logits.weight"] = quantize_per_channel(w)
+    save_tmn(tmp_path / "q.tmn", g, quantized=quant, optimize=True)
+    save_tmn(tmp_path / "f.tmn", g, optimize=True)
+    dequantized = load_tmn(tmp_path / "q.tmn").graph
+    x = rng.standard_normal((3, 16, 16, 3)).astype(np.float32)
+    ref = run_reference(dequantized, x)
+    q1 = tinymnet.load(tmp_path / "q.tmn", threads=1)
+    y = q1(x)
+    assert np.max(np.abs(y - ref)) <= 1e-5 * np.max(np.abs(ref))
+    np.testing.assert_array_equal(tinymnet.load(tmp_path / "q.tmn", threads=2)(x), y)
+    f1 = tinymnet.load(tmp_path / "f.tmn", threads=1)
+    float_bytes = 4 * (40 * 24 + 37 * 40)
+    assert f1.weight_bytes - q1.weight_bytes >= 0.5 * float_bytes, (f1.weight_bytes, q1.weight_bytes)

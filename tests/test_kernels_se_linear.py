@@ -45,6 +45,57 @@ def test_linear_classifier_sized(isa):
     assert_close_scaled(K.Linear(w, b, "hardswish")(xt), R.linear(xt, w, b, "hardswish"))
 
 
+def _quantized(rng, fout, fin, signed, per_feature):
+    """8-bit weights with their scales and zero points, and the float weights they stand for
+    (dequantized as tinymnet.formats.tmn.QuantizedTensor does)."""
+    lo, hi = (-128, 128) if signed else (0, 256)
+    q = rng.integers(lo, hi, (fout, fin)).astype(np.int8 if signed else np.uint8)
+    k = fout if per_feature else 1
+    scale = rng.uniform(0.5, 2.0, k).astype(np.float32) / (16 * fin**0.5)
+    zero = rng.integers(lo // 2, hi // 2, k).astype(np.int32)
+    w = ((q.astype(np.float32) - zero.astype(np.float32)[:, None]) * scale[:, None]).astype(np.float32)
+    return q, scale, zero, w
+
+
+@KERNEL_SETTINGS
+@given(n=BATCH, fin=CHANNELS, fout=st.sampled_from([1, 3, 7, 16, 17, 31, 32, 33, 65, 100]),
+       signed=st.booleans(), per_feature=st.booleans(), act=ACTIVATIONS, bias=st.booleans(),
+       seed=SEEDS)
+def test_quantized_linear_matches_reference(isa, n, fin, fout, signed, per_feature, act, bias,
+                                            seed):
+    rng = rng_for(seed)
+    q, scale, zero, w = _quantized(rng, fout, fin, signed, per_feature)
+    b = randn(rng, (fout,)) if bias else None
+    x = randn(rng, (n, fin))
+    op = K.QuantizedLinear(q, scale, zero, b, **act_kwargs(act))
+    assert_close_scaled(op(x), R.linear(x, w, b, **act_kwargs(act)))
+
+
+def test_quantized_linear_classifier_sized(isa):
+    """V3-Small's last two layers: 8-bit weights of uint8 per-tensor and int8 per-channel."""
+    rng = rng_for(4)
+    for (fout, fin), signed, per in (((1024, 576), False, False), ((1001, 1024), True, True)):
+        q, scale, zero, w = _quantized(rng, fout, fin, signed, per)
+        b, x = randn(rng, (fout,)), randn(rng, (2, fin))
+        assert_close_scaled(K.QuantizedLinear(q, scale, zero, b, "hardswish")(x),
+                            R.linear(x, w, b, "hardswish"))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(q=np.zeros((3, 4), np.float32)), "uint8 or int8"),
+    (dict(q=np.zeros((3,), np.uint8)), "2-D"),
+    (dict(scale=np.ones(2, np.float32), zero_point=np.zeros(2, np.int32)), "1 or out_features"),
+    (dict(zero_point=np.zeros(3, np.int32)), "1 or out_features"),
+    (dict(zero_point=np.zeros(1, np.float32)), "integers"),
+])
+def test_quantized_linear_constructor_errors(kwargs, match):
+    args = dict(q=np.zeros((3, 4), np.uint8), scale=np.ones(1, np.float32),
+                zero_point=np.zeros(1, np.int32))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        K.QuantizedLinear(**args)
+
+
 @KERNEL_SETTINGS
 @given(n=BATCH, h=st.integers(1, 9), w=st.integers(1, 9), c=CHANNELS,
        squeeze=st.sampled_from([1, 4, 8, 16, 24]), inner=SE_ACTS, gate=SE_ACTS,

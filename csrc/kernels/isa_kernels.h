@@ -8,6 +8,7 @@ namespace tmn {
 
 #define TMN_DECLARE_ISA_KERNELS(isa)                                                        \
   void gemm_##isa(const GemmArgs& args);                                                    \
+  void gemv_q8_##isa(const GemvQ8Args& args);                                               \
   void dwconv_##isa(const DwconvArgs& args);                                                \
   void stem_##isa(const StemArgs& args);                                                    \
   void pool_##isa(const PoolArgs& args);                                                    \

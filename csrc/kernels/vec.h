@@ -39,6 +39,13 @@ struct Vec {
   static void store_partial(float* p, Vec a, int n) { _mm512_mask_storeu_ps(p, mask(n), a.v); }
   static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static Vec add(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
+  static Vec sub(Vec a, Vec b) { return {_mm512_sub_ps(a.v, b.v)}; }
+  // kLanes 8-bit integers (int8 if Signed, else uint8) as floats.
+  template <bool Signed>
+  static Vec load_q8(const unsigned char* p) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return {_mm512_cvtepi32_ps(Signed ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b))};
+  }
   static Vec mul(Vec a, Vec b) { return {_mm512_mul_ps(a.v, b.v)}; }
   static Vec max(Vec a, Vec b) { return {_mm512_max_ps(a.v, b.v)}; }
   static Vec min(Vec a, Vec b) { return {_mm512_min_ps(a.v, b.v)}; }
@@ -61,6 +68,12 @@ struct Vec {
   static void store_partial(float* p, Vec a, int n) { _mm256_maskstore_ps(p, mask(n), a.v); }
   static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
   static Vec add(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
+  static Vec sub(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
+  template <bool Signed>
+  static Vec load_q8(const unsigned char* p) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return {_mm256_cvtepi32_ps(Signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b))};
+  }
   static Vec mul(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
   static Vec max(Vec a, Vec b) { return {_mm256_max_ps(a.v, b.v)}; }
   static Vec min(Vec a, Vec b) { return {_mm256_min_ps(a.v, b.v)}; }
@@ -108,6 +121,15 @@ struct Vec {
   }
   static Vec fmadd(Vec a, Vec b, Vec c) { return {vfmaq_f32(c.v, a.v, b.v)}; }
   static Vec add(Vec a, Vec b) { return {vaddq_f32(a.v, b.v)}; }
+  static Vec sub(Vec a, Vec b) { return {vsubq_f32(a.v, b.v)}; }
+  template <bool Signed>
+  static Vec load_q8(const unsigned char* p) {
+    uint32_t bytes;
+    __builtin_memcpy(&bytes, p, sizeof bytes);
+    if (Signed)
+      return {vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vcreate_s8(bytes)))))};
+    return {vcvtq_f32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vcreate_u8(bytes)))))};
+  }
   static Vec mul(Vec a, Vec b) { return {vmulq_f32(a.v, b.v)}; }
   static Vec max(Vec a, Vec b) { return {vmaxq_f32(a.v, b.v)}; }
   static Vec min(Vec a, Vec b) { return {vminq_f32(a.v, b.v)}; }

@@ -25,9 +25,11 @@ class WeightPool {
   WeightPool& operator=(const WeightPool&) = delete;
   ~WeightPool();
   float* allocate(int64_t count);  // 64-byte aligned
+  int64_t allocated_bytes() const { return allocated_; }
 
  private:
   std::vector<void*> chunks_;
+  int64_t allocated_ = 0;
   char* next_ = nullptr;
   size_t left_ = 0;
 };
@@ -168,6 +170,31 @@ class Linear {
   int32_t out_, in_;
   Activation act_;
   AlignedFloats packed_;
+};
+
+// y = act(x W^T + b) for a batch of rows, W kept in 8 bits (KernelTable::gemv_q8): the
+// layers that see one pixel, whose 8-bit weights would otherwise be dequantized to 4x the
+// bytes only to be streamed once per image. W (out, in) is uint8 or int8 with real value
+// (q - zero[c]) * scale[c], c the output feature (per_feature) or one pair for all.
+class LinearQ8 {
+ public:
+  LinearQ8(const unsigned char* q, bool is_signed, const float* scale, const int32_t* zero,
+           bool per_feature, const float* bias, int32_t out_features, int32_t in_features,
+           Activation act, Isa isa);
+  // Rows one at a time; output features [col_begin, col_end) (col_begin a multiple of
+  // column_block()).
+  void run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int32_t col_begin,
+           int32_t col_end) const;
+  int32_t column_block() const;
+  int32_t in_features() const { return in_; }
+  int32_t out_features() const { return out_; }
+
+ private:
+  const KernelTable* table_;
+  int32_t out_, in_;
+  bool signed_;
+  Activation act_;
+  AlignedFloats packed_;  // pack_gemv_q8 bytes
 };
 
 // Squeeze-and-excite: y = x * gate(W2 inner(W1 mean_hw(x) + b1) + b2), per image.

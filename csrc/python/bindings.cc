@@ -199,6 +199,55 @@ class PyLinear {
   std::unique_ptr<Linear> op_;
 };
 
+// ---------------------------------------------------------------- LinearQ8
+
+class PyLinearQ8 {
+ public:
+  // q: (out, in) uint8 or int8; scale float32 and zero_point int32, 1 or `out` values each.
+  PyLinearQ8(const py::object& q, const py::object& scale, const py::object& zero_point,
+             const py::object& bias, const std::string& act, float alpha, float beta) {
+    require(py::isinstance<py::array>(q), "q must be a numpy array");
+    auto qa = py::reinterpret_borrow<py::array>(q);
+    const bool is_signed = qa.dtype().is(py::dtype::of<int8_t>());
+    require(is_signed || qa.dtype().is(py::dtype::of<uint8_t>()), "q must be uint8 or int8");
+    require(qa.ndim() == 2 && (qa.flags() & py::array::c_style),
+            "q must be a C-contiguous (out_features, in_features) array");
+    const int64_t out = qa.shape(0), in = qa.shape(1);
+    require(out > 0 && in > 0 && out < (int64_t{1} << 31) && in < (int64_t{1} << 31),
+            "q dimensions must be positive");
+    auto sb = float_buffer(scale, "scale", 1, false);
+    require(py::isinstance<py::array_t<int32_t>>(zero_point) &&
+                py::reinterpret_borrow<py::array>(zero_point).dtype().is(py::dtype::of<int32_t>()),
+            "zero_point must be an int32 array");
+    auto za = py::reinterpret_borrow<py::array>(zero_point);
+    require(za.ndim() == 1 && (za.flags() & py::array::c_style), "zero_point must be 1-D");
+    require(sb.shape[0] == za.shape(0) && (sb.shape[0] == 1 || sb.shape[0] == out),
+            "scale and zero_point need 1 or out_features values each");
+    const float* b = optional_floats(bias, "bias", out);
+    op_ = std::make_unique<LinearQ8>(static_cast<const unsigned char*>(qa.data()), is_signed,
+                                     static_cast<const float*>(sb.ptr),
+                                     static_cast<const int32_t*>(za.data()), sb.shape[0] > 1, b,
+                                     static_cast<int32_t>(out), static_cast<int32_t>(in),
+                                     parse_activation(act, alpha, beta), current_isa());
+  }
+  void run(const py::object& x, const py::object& y) const {
+    auto xb = float_buffer(x, "x", 2, false);
+    auto yb = float_buffer(y, "out", 2, true);
+    require(xb.shape[1] == op_->in_features(),
+            "x must have " + std::to_string(op_->in_features()) + " features");
+    require(yb.shape[0] == xb.shape[0] && yb.shape[1] == op_->out_features(),
+            "out has the wrong shape");
+    const float* xp = static_cast<const float*>(xb.ptr);
+    float* yp = static_cast<float*>(yb.ptr);
+    const int64_t rows = xb.shape[0];
+    py::gil_scoped_release release;
+    op_->run(xp, op_->in_features(), yp, op_->out_features(), rows, 0, op_->out_features());
+  }
+
+ private:
+  std::unique_ptr<LinearQ8> op_;
+};
+
 // ---------------------------------------------------------------- SqueezeExcite
 
 class PySqueezeExcite {
@@ -308,6 +357,7 @@ class PyPlan {
   std::vector<int64_t> input_dims() const { return plan_->input_dims(); }
   std::vector<int64_t> output_dims() const { return plan_->output_dims(); }
   int64_t arena_bytes() const { return plan_->arena_bytes(); }
+  int64_t weight_bytes() const { return plan_->weight_bytes(); }
   int threads() const { return plan_->threads(); }
   void run(const py::object& x, const py::object& y) {
     auto xb = float_buffer(x, "x", 4, false);
@@ -468,6 +518,13 @@ PYBIND11_MODULE(_C, m) {
            py::arg("beta"))
       .def("run", &PyLinear::run, py::arg("x"), py::arg("out"));
 
+  py::class_<PyLinearQ8>(m, "LinearQ8")
+      .def(py::init<const py::object&, const py::object&, const py::object&, const py::object&,
+                    const std::string&, float, float>(),
+           py::arg("q"), py::arg("scale"), py::arg("zero_point"), py::arg("bias"),
+           py::arg("activation"), py::arg("alpha"), py::arg("beta"))
+      .def("run", &PyLinearQ8::run, py::arg("x"), py::arg("out"));
+
   py::class_<PySqueezeExcite>(m, "SqueezeExcite")
       .def(py::init<const py::object&, const py::object&, const py::object&, const py::object&,
                     const std::string&, const std::string&, float, float>(),
@@ -489,6 +546,7 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("input_dims", &PyPlan::input_dims)
       .def_property_readonly("output_dims", &PyPlan::output_dims)
       .def_property_readonly("arena_bytes", &PyPlan::arena_bytes)
+      .def_property_readonly("weight_bytes", &PyPlan::weight_bytes)
       .def_property_readonly("threads", &PyPlan::threads)
       .def_property_readonly("step_names", &PyPlan::step_names)
       .def("profile", &PyPlan::profile, py::arg("x"), py::arg("repeats"))

@@ -112,6 +112,36 @@ std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& param
                                   activation_attr(attrs), isa);
 }
 
+// The 8-bit weight (out, in, ...) of a layer that sees one pixel (a classifier, V3's last 1x1
+// conv) as a LinearQ8, which keeps it 8-bit: null unless the file stores it so, quantized per
+// output channel or per tensor.
+std::shared_ptr<LinearQ8> make_linear_q8(const ParamView& w, const ParamView& b, int32_t out,
+                                         int32_t in, Activation act, Isa isa,
+                                         AlignedFloats* scratch) {
+  if (!w.q || w.size() != static_cast<int64_t>(out) * in) return nullptr;
+  const bool per_out = w.q_channels == out && w.q_inner == in;
+  if (w.q_channels != 1 && !per_out) return nullptr;
+  return std::make_shared<LinearQ8>(w.q, w.q_signed, w.scale, w.zero_point, per_out,
+                                    b.floats(scratch[1]), out, in, act, isa);
+}
+
+// make_linear_q8 for a conv2d node if it is a 1x1 conv (no groups) of a 1x1 image whose output
+// is 1x1 too.
+std::shared_ptr<LinearQ8> conv_as_linear_q8(const json::Value& node, const ParamMap& params,
+                                            int32_t cin, Isa isa, AlignedFloats* scratch) {
+  const json::Value& attrs = node.at("attrs");
+  const ParamView& w = param(params, node, "weight");
+  if (!w.q || w.shape.size() != 4 || w.shape[1] != cin || w.shape[2] != 1 || w.shape[3] != 1 ||
+      small_int(attrs.at("groups"), "groups") != 1)
+    return nullptr;
+  const Padding pad = padding_attr(attrs.at("padding"));
+  if (!pad.same && (pad.top || pad.bottom || pad.left || pad.right)) return nullptr;
+  const ParamView& b = param(params, node, "bias", true);
+  require(!b.present() || b.size() == w.shape[0], "bias size does not match the weight");
+  return make_linear_q8(w, b, static_cast<int32_t>(w.shape[0]), cin, activation_attr(attrs), isa,
+                        scratch);
+}
+
 // One level of a fused chain as the band planner sees it.
 struct ChainDims {
   int32_t out_h;       // rows of the level's output
@@ -356,6 +386,7 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
   const Tensor& o = tensors_[output_];
   output_dims_ = {o.h, o.w, o.c};
   for (AlignedFloats& v : dequantized_) v = AlignedFloats();
+  weight_bytes_ = weights_.allocated_bytes();  // before the arena comes from the same pool
   plan_memory();
 }
 
@@ -500,7 +531,32 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
   Tensor y;
   y.h = x.h, y.w = x.w, y.c = x.c;
 
-  if (op == "conv2d") {
+  std::shared_ptr<LinearQ8> fc_q8;  // a one-pixel layer on 8-bit weights (either op)
+  if (op == "conv2d" && x.h == 1 && x.w == 1 && step->in.size() == 1 &&
+      concat_parts_.find(out_name) == concat_parts_.end())
+    fc_q8 = conv_as_linear_q8(node, params, x.c, isa_, dequantized_);
+  if (op == "linear") {
+    const ParamView& w = param(params, node, "weight");
+    require(w.shape.size() == 2, "linear weight must be 2-D");
+    require(x.floats() == w.shape[1], "input has " + std::to_string(x.floats()) +
+                                          " features, weight expects " + std::to_string(w.shape[1]));
+    const ParamView& b = param(params, node, "bias", true);
+    require(!b.present() || b.size() == w.shape[0], "bias size does not match the weight");
+    fc_q8 = make_linear_q8(w, b, static_cast<int32_t>(w.shape[0]), static_cast<int32_t>(w.shape[1]),
+                           activation_attr(attrs), isa_, dequantized_);
+  }
+  if (fc_q8) {
+    y.h = 1, y.w = 1, y.c = fc_q8->out_features();
+    const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
+    // One row: split over the threads by output features (whole weight panels).
+    const int32_t block = fc_q8->column_block();
+    step->rows = (fc_q8->out_features() + block - 1) / block;
+    step->parallel = true;
+    step->run = [fc_q8, xi, yi, block](const Frame& p, int32_t p0, int32_t p1, int) {
+      fc_q8->run(p.at(xi), fc_q8->in_features(), p.at(yi), fc_q8->out_features(), 1,
+                 p0 * block, std::min(fc_q8->out_features(), p1 * block));
+    };
+  } else if (op == "conv2d") {
     auto part = concat_parts_.find(out_name);
     auto conv = make_conv(node, params, x.c, isa_, dequantized_,
                           part == concat_parts_.end() ? -1 : part->second.keep);

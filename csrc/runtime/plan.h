@@ -65,6 +65,8 @@ class Plan {
   const std::vector<int64_t>& input_dims() const { return input_dims_; }
   const std::vector<int64_t>& output_dims() const { return output_dims_; }
   int64_t arena_bytes() const { return arena_floats_ * static_cast<int64_t>(sizeof(float)); }
+  // Bytes of every op's packed weights (8-bit ones stay 8-bit where a LinearQ8 runs them).
+  int64_t weight_bytes() const { return weight_bytes_; }
   int threads() const { return pool_.size(); }
   size_t steps() const { return steps_.size(); }
   // The node name of every step, in run order (a fused chain is named by its first node).
@@ -134,6 +136,7 @@ class Plan {
   std::vector<int64_t> input_dims_, output_dims_;
   Isa isa_;
   int64_t arena_floats_ = 0;
+  int64_t weight_bytes_ = 0;
   std::vector<AlignedFloats> arenas_;  // [0] always; one per thread once a batch needs them
   ThreadPool pool_;
   std::mutex run_mutex_;

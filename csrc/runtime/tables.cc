@@ -6,7 +6,8 @@ namespace tmn {
 #define TMN_TABLE(var, isa, label, prefix)                                                   \
   extern const KernelTable var;                                                              \
   const KernelTable var = {label,         prefix##GemmNR, prefix##DwconvCB, prefix##StemCB,  \
-                           gemm_##isa,    dwconv_##isa,   stem_##isa,       pool_##isa,      \
+                           gemm_##isa,    gemv_q8_##isa,  dwconv_##isa,     stem_##isa,      \
+                           pool_##isa,                                                      \
                            global_avg_pool_##isa, activation_##isa, add_##isa,               \
                            mul_channels_##isa};
 

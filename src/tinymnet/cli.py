@@ -156,11 +156,29 @@ def _plot(graph, rows, path: str) -> None:
         plt.close(fig)
 
 
+def _compiled_plan(args, graph, source: str) -> dict:
+    """What the compiled plan of this model holds: the activation arena and the packed
+    weights (a .tmn as `tinymnet.load` reads it, so 8-bit weights count as stored)."""
+    from .model import load
+    from .runtime import compile_graph
+
+    if source.endswith("(tmn)") and args.resolution is None:
+        plan = load(args.target, threads=1)._compiled
+    else:  # its source graph holds no weights: compile the graph read from the file instead
+        if source.endswith("(tmn)"):
+            from .formats.tmn import load_tmn
+
+            graph = _with_resolution(load_tmn(args.target).graph, args.resolution)
+        plan = compile_graph(graph, 1)
+    return {"arena_bytes": plan.arena_bytes, "weight_bytes": plan.weight_bytes, "isa": plan.isa}
+
+
 def _cmd_info(args) -> int:
     from .info import format_info, info_table, info_totals
 
     graph, source = _info_graph(args)
     rows = info_table(graph)
+    plan = _compiled_plan(args, graph, source)
     if args.plot:
         _plot(graph, rows, args.plot)
     if args.json:
@@ -174,11 +192,15 @@ def _cmd_info(args) -> int:
             "resolution": graph.inputs[graph.input_name][1],
             "num_classes": graph.shapes[graph.outputs[0]][-1],
             **{k: int(v) for k, v in totals.items()},
+            "plan": plan,
             "layers": [dict(r, output_shape=list(r["output_shape"])) for r in rows],
         }
         print(json.dumps(doc, indent=1))
     else:
         print(format_info(graph))
+        print(f"compiled plan ({plan['isa']}, batch 1): activation arena "
+              f"{plan['arena_bytes'] / 2**20:.2f} MiB, packed weights "
+              f"{plan['weight_bytes'] / 2**20:.2f} MiB")
         if args.plot:
             print(f"plot written to {args.plot}")
     return 0

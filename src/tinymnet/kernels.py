@@ -29,7 +29,7 @@ from ._args import (
 
 __all__ = [
     "isa", "available_isas", "set_isa", "use_isa",
-    "Conv2d", "Linear", "SqueezeExcite", "AvgPool2d", "MaxPool2d",
+    "Conv2d", "Linear", "QuantizedLinear", "SqueezeExcite", "AvgPool2d", "MaxPool2d",
     "global_avg_pool", "mul", "add", "activation",
 ]
 
@@ -212,6 +212,37 @@ class Linear:
         self.out_features, self.in_features = w.shape
         act, a, b = _act_args(activation, alpha, beta)
         self._op = _C.Linear(w, _bias(bias, "bias", self.out_features), act, a, b)
+
+    def __call__(self, x):
+        x = _input(x, ndim=2, channels=self.in_features)
+        out = np.empty((x.shape[0], self.out_features), np.float32)
+        self._op.run(x, out)
+        return out
+
+
+class QuantizedLinear:
+    """Fully connected layer on 8-bit weights, y = act(x W^T + b) with
+    W = (q - zero_point) * scale per output feature (or one scale / zero point for all):
+    q (out_features, in_features) uint8 or int8 stays 8-bit (the kernel converts as it
+    streams). What a plan runs for the one-pixel layers of a model stored with 8-bit weights."""
+
+    def __init__(self, q, scale, zero_point, bias=None, activation=None, alpha=None, beta=None):
+        q = np.asarray(q)
+        if q.dtype not in (np.uint8, np.int8) or q.ndim != 2 or 0 in q.shape:
+            raise ValueError(f"q must be a non-empty 2-D uint8 or int8 array, got "
+                             f"{q.dtype} of shape {q.shape}")
+        self.out_features, self.in_features = q.shape
+        scale = np.ascontiguousarray(np.asarray(scale, np.float32).reshape(-1))
+        zero_point = np.asarray(zero_point).reshape(-1)
+        if zero_point.dtype.kind not in "iu":
+            raise ValueError(f"zero_point must be integers, got {zero_point.dtype}")
+        zero_point = np.ascontiguousarray(zero_point.astype(np.int32))
+        if scale.size not in (1, self.out_features) or zero_point.size != scale.size:
+            raise ValueError(f"scale and zero_point need 1 or out_features ({self.out_features}) "
+                             f"values each, got {scale.size} and {zero_point.size}")
+        act, a, b = _act_args(activation, alpha, beta)
+        self._op = _C.LinearQ8(np.ascontiguousarray(q), scale, zero_point,
+                               _bias(bias, "bias", self.out_features), act, a, b)
 
     def __call__(self, x):
         x = _input(x, ndim=2, channels=self.in_features)

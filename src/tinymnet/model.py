@@ -95,6 +95,11 @@ class Model:
         """Bytes of the activation arena the compiled plan runs in."""
         return self._compiled.arena_bytes
 
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the packed weights the compiled plan holds in memory."""
+        return self._compiled.weight_bytes
+
     def __call__(self, x, layout: str = "NHWC"):
         return self._compiled(x, layout)
 

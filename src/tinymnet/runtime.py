@@ -84,6 +84,12 @@ class CompiledModel:
         return self._plan.arena_bytes
 
     @property
+    def weight_bytes(self) -> int:
+        """Bytes of the packed weights the plan runs on (8-bit weights of one-pixel layers
+        stay 8-bit)."""
+        return self._plan.weight_bytes
+
+    @property
     def step_names(self):
         """The node name of each step the plan runs, in order (a fused conv chain is named by
         its first conv; a concat written in place by its convs runs no step)."""

@@ -244,6 +244,69 @@ void gemm_simd(const GemmArgs& g) {
   }
 }
 
+// GEMV on 8-bit weights (GemvQ8Args in kernels.h): one panel of NV vectors of columns at a
+// time, k split over S accumulator sets (the FMAs of one set would wait on each other). The
+// kernel only streams the weights, so it prefetches them kWeightPrefetchFloats * 4 bytes ahead.
+template <int NV, bool Signed>
+void gemv_q8_panels(const GemvQ8Args& g) {
+  constexpr int L = Vec::kLanes, NR = NV * L, S = k_splits(NV);
+  constexpr int64_t kHead = 3 * NR * static_cast<int64_t>(sizeof(float));
+  const int64_t panel_bytes = (kHead + static_cast<int64_t>(g.k) * NR + 63) / 64 * 64;
+  const VecActivation act(g.act);
+  for (int32_t c0 = g.col_begin; c0 < g.col_end; c0 += NR) {
+    const unsigned char* panel = g.packed + (c0 / NR) * panel_bytes;
+    const float* head = reinterpret_cast<const float*>(panel);  // scale, zero, bias rows
+    const unsigned char* w = panel + kHead;
+    Vec zero[NV], acc[S][NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      zero[j] = Vec::load(head + NR + j * L);
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) acc[s][j] = Vec::zero();
+    }
+    int32_t kk = 0;
+    for (; kk + S <= g.k; kk += S, w += S * NR) {
+#pragma GCC unroll 8
+      for (int q = 0; q < S * NR; q += 64) __builtin_prefetch(w + 4 * kWeightPrefetchFloats + q);
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) {
+        const Vec xs = Vec::set1(g.x[kk + s]);
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j)
+          acc[s][j] = Vec::fmadd(xs, Vec::sub(Vec::load_q8<Signed>(w + s * NR + j * L), zero[j]),
+                                 acc[s][j]);
+      }
+    }
+    for (; kk < g.k; ++kk, w += NR) {
+      const Vec xs = Vec::set1(g.x[kk]);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j)
+        acc[0][j] = Vec::fmadd(xs, Vec::sub(Vec::load_q8<Signed>(w + j * L), zero[j]), acc[0][j]);
+    }
+    const int32_t cols = g.col_end - c0 < NR ? g.col_end - c0 : NR;
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+#pragma GCC unroll 8
+      for (int s = 1; s < S; ++s) acc[0][j] = Vec::add(acc[0][j], acc[s][j]);
+      const Vec y = act(Vec::fmadd(acc[0][j], Vec::load(head + j * L),
+                                   Vec::load(head + 2 * NR + j * L)));
+      const int32_t left = cols - j * L;
+      if (left >= L)
+        Vec::store(g.y + c0 + j * L, y);
+      else if (left > 0)
+        Vec::store_partial(g.y + c0 + j * L, y, left);
+    }
+  }
+}
+
+template <int NV>
+void gemv_q8_simd(const GemvQ8Args& g) {
+  if (g.is_signed)
+    gemv_q8_panels<NV, true>(g);
+  else
+    gemv_q8_panels<NV, false>(g);
+}
+
 }  // namespace
 }  // namespace tmn
 

@@ -92,4 +92,49 @@ void gemm_scalar(const GemmArgs& g) {
   }
 }
 
+void pack_gemv_q8(const unsigned char* q, const float* scale, const int32_t* zero,
+                  bool per_column, const float* bias, int32_t k, int32_t n, int32_t nr,
+                  unsigned char* packed) {
+  const int64_t panel_bytes = gemv_q8_panel_bytes(k, nr);
+  for (int32_t n0 = 0; n0 < n; n0 += nr, packed += panel_bytes) {
+    const int32_t cols = std::min(nr, n - n0);
+    std::memset(packed, 0, static_cast<size_t>(panel_bytes));
+    float head[3 * 64] = {};  // nr <= 64
+    for (int32_t j = 0; j < cols; ++j) {
+      const int32_t c = per_column ? n0 + j : 0;
+      head[j] = scale[c];
+      head[nr + j] = static_cast<float>(zero[c]);
+      head[2 * nr + j] = bias ? bias[n0 + j] : 0.0f;
+    }
+    std::memcpy(packed, head, sizeof(float) * 3 * nr);
+    unsigned char* w = packed + sizeof(float) * 3 * nr;
+    for (int32_t j = 0; j < cols; ++j) {
+      const unsigned char* row = q + static_cast<int64_t>(n0 + j) * k;
+      for (int32_t kk = 0; kk < k; ++kk) w[static_cast<int64_t>(kk) * nr + j] = row[kk];
+    }
+  }
+}
+
+void gemv_q8_scalar(const GemvQ8Args& g) {
+  const int32_t nr = kScalarGemmNR;
+  const int64_t panel_bytes = gemv_q8_panel_bytes(g.k, nr);
+  for (int32_t c0 = g.col_begin; c0 < g.col_end; c0 += nr) {
+    const unsigned char* panel = g.packed + (c0 / nr) * panel_bytes;
+    float head[3 * kScalarGemmNR];
+    std::memcpy(head, panel, sizeof head);
+    const unsigned char* w = panel + sizeof head;
+    const int32_t cols = std::min(nr, g.col_end - c0);
+    for (int32_t j = 0; j < cols; ++j) {
+      float acc = 0.0f;
+      for (int32_t kk = 0; kk < g.k; ++kk) {
+        const unsigned char b = w[static_cast<int64_t>(kk) * nr + j];
+        const float v = g.is_signed ? static_cast<float>(static_cast<signed char>(b))
+                                    : static_cast<float>(b);
+        acc += g.x[kk] * (v - head[nr + j]);
+      }
+      g.y[c0 + j] = apply_activation(acc * head[j] + head[2 * nr + j], g.act);
+    }
+  }
+}
+
 }  // namespace tmn
