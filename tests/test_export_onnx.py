@@ -37,10 +37,10 @@ def run_ort(proto, x_nhwc):
                            np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))})[0]
 
 
-def assert_close(got, ref):
+def assert_close(got, ref, rtol=RTOL):
     assert got.shape == ref.shape
     err = float(np.max(np.abs(got - ref)))
-    assert err <= RTOL * float(np.max(np.abs(ref))), (err, float(np.max(np.abs(ref))))
+    assert err <= rtol * float(np.max(np.abs(ref))), (err, float(np.max(np.abs(ref))))
 
 
 def batch_of(shape, n=2, seed=0):
@@ -104,9 +104,13 @@ def test_random_weight_architectures(arch, tmp_path):
     assert onnx.load(str(path)).SerializeToString() == proto.SerializeToString()
     x = batch_of(g.inputs[g.input_name][1:], n=2, seed=1)
     want = compile_graph(g, threads=1)(x)
-    assert_close(run_ort(proto, x), want)
+    # Random GhostNet weights blow activations up to ~2e4 from inputs in [-1, 1], and two
+    # float32 engines summing in different orders then differ by up to 1.5e-4 of the largest
+    # output (AVX2 against ORT); a wrong export (weights, pads, an op) is off by O(1).
+    rtol = 5e-4 if arch == "ghostnet" else RTOL
+    assert_close(run_ort(proto, x), want, rtol)
     # the batch dimension is dynamic
-    assert_close(run_ort(proto, x[:1]), want[:1])
+    assert_close(run_ort(proto, x[:1]), want[:1], rtol)
 
 
 def test_same_padding_becomes_explicit_pads():
