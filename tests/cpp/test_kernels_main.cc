@@ -185,6 +185,53 @@ void test_gemm(const KernelTable& t, const KernelTable& ref) {
     }
 }
 
+// ------------------------------------------------------------------------------ GEMV, 8-bit weights
+void test_gemv_q8(const KernelTable& t, const KernelTable& ref) {
+  const int32_t ks[] = {1, 3, 7, 17, 33, 64};
+  const int32_t ns[] = {1, 3, 7, 16, 17, 33, 40, 100};
+  for (int32_t k : ks)
+    for (int32_t n : ns) {
+      run_test("gemv_q8 k=" + std::to_string(k) + " n=" + std::to_string(n), [&](std::string& d) {
+        double worst = 0.0;
+        uint64_t seed = 7000 + k * 1000 + n;
+        for (bool is_signed : {false, true})
+          for (bool per_column : {false, true})
+            for (ActKind act : kActs) {
+              Rng rng(++seed);
+              const std::vector<float> x = rng.fill(k), bias = rng.fill(n);
+              std::vector<unsigned char> q(static_cast<size_t>(n) * k);
+              for (unsigned char& v : q) v = static_cast<unsigned char>(rng.next(0.0f, 255.99f));
+              std::vector<float> scale = rng.fill(per_column ? n : 1, 0.001f, 0.02f);
+              std::vector<int32_t> zero(scale.size());
+              for (int32_t& z : zero)
+                z = static_cast<int32_t>(rng.next(is_signed ? -20.0f : 100.0f, is_signed ? 20.0f : 150.0f));
+              std::vector<float> outs[2];
+              const KernelTable* tables[2] = {&t, &ref};
+              for (int i = 0; i < 2; ++i) {
+                const int32_t nr = tables[i]->gemm_nr;
+                std::vector<unsigned char> packed(
+                    static_cast<size_t>(gemv_q8_panel_bytes(k, nr) * ((n + nr - 1) / nr)));
+                pack_gemv_q8(q.data(), scale.data(), zero.data(), per_column, bias.data(), k, n,
+                             nr, packed.data());
+                outs[i] = out_buffer(n);
+                GemvQ8Args g;
+                g.k = k, g.n = n, g.x = x.data(), g.packed = packed.data();
+                g.is_signed = is_signed, g.y = outs[i].data(), g.col_begin = 0, g.col_end = n;
+                g.act.kind = act;
+                tables[i]->gemv_q8(g);
+              }
+              char what[160];
+              std::snprintf(what, sizeof what, "k=%d n=%d signed=%d per_column=%d act=%s", k, n,
+                            is_signed, per_column, act_name(act));
+              std::string e = compare(outs[0], outs[1], kKernelTol, what, &worst);
+              if (!e.empty()) return e;
+            }
+        d = fmt_err(worst);
+        return std::string();
+      });
+    }
+}
+
 // ------------------------------------------------------------------------------ depthwise
 struct DwCase {
   int32_t h, w, c, k, s, pad_top, pad_left, pad_bottom, pad_right;
@@ -645,6 +692,7 @@ int main(int argc, char** argv) {
   const KernelTable& ref = kernel_table(Isa::scalar);
 
   test_gemm(t, ref);
+  test_gemv_q8(t, ref);
   test_dwconv(t, ref);
   test_stem(t, ref);
   test_pool(t, ref);
