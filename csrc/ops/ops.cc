@@ -354,6 +354,20 @@ Linear::Linear(const WeightSource& weight, const float* bias, int32_t out_featur
   pack_gemm_panels(weight, bias, in_, out_, table_->gemm_nr, packed_.data());
 }
 
+Linear::Linear(const QuantizedWeights& weight, const float* bias, int32_t out_features,
+               int32_t in_features, Activation act, Isa isa)
+    : table_(&kernel_table(isa)), out_(out_features), in_(in_features), act_(act), q8_(true),
+      q8_signed_(weight.is_signed) {
+  require(out_features > 0 && in_features > 0, "features must be positive");
+  require(weight.q && weight.scale && weight.zero,
+          "8-bit weights need values, scales and zero points");
+  const int32_t nr = table_->gemm_nr;
+  const int64_t bytes = gemv_q8_panel_bytes(in_, nr) * ((out_ + nr - 1) / nr);
+  packed_ = AlignedFloats((bytes + 3) / 4);
+  pack_gemv_q8(weight.q, weight.scale, weight.zero, weight.per_feature, bias, in_, out_, nr,
+               reinterpret_cast<unsigned char*>(packed_.data()));
+}
+
 void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows) const {
   run(x, ldx, y, ldy, rows, 0, out_);
 }
@@ -362,6 +376,21 @@ int32_t Linear::column_block() const { return table_->gemm_nr; }
 
 void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows,
                  int32_t col_begin, int32_t col_end) const {
+  if (q8_) {
+    require(0 <= col_begin && col_begin <= col_end && col_end <= out_ &&
+                col_begin % table_->gemm_nr == 0, "output column range");
+    GemvQ8Args a;
+    a.k = in_, a.n = out_;
+    a.packed = reinterpret_cast<const unsigned char*>(packed_.data());
+    a.is_signed = q8_signed_;
+    a.col_begin = col_begin, a.col_end = col_end;
+    a.act = act_;
+    for (int64_t i = 0; i < rows; ++i) {
+      a.x = x + i * ldx, a.y = y + i * ldy;
+      table_->gemv_q8(a);
+    }
+    return;
+  }
   GemmArgs a;
   a.m = rows, a.k = in_, a.n = out_;
   a.a = x, a.lda = ldx;
@@ -369,41 +398,6 @@ void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t row
   a.c = y, a.ldc = ldy;
   a.act = act_;
   table_->gemm(gemm_columns(a, col_begin, col_end, table_->gemm_nr));
-}
-
-// --------------------------------------------------------------------------- LinearQ8
-
-LinearQ8::LinearQ8(const unsigned char* q, bool is_signed, const float* scale,
-                   const int32_t* zero, bool per_feature, const float* bias,
-                   int32_t out_features, int32_t in_features, Activation act, Isa isa)
-    : table_(&kernel_table(isa)), out_(out_features), in_(in_features), signed_(is_signed),
-      act_(act) {
-  require(out_features > 0 && in_features > 0, "features must be positive");
-  require(q && scale && zero, "8-bit weights need values, scales and zero points");
-  const int32_t nr = table_->gemm_nr;
-  const int64_t bytes = gemv_q8_panel_bytes(in_, nr) * ((out_ + nr - 1) / nr);
-  packed_ = AlignedFloats((bytes + 3) / 4);
-  pack_gemv_q8(q, scale, zero, per_feature, bias, in_, out_, nr,
-               reinterpret_cast<unsigned char*>(packed_.data()));
-}
-
-int32_t LinearQ8::column_block() const { return table_->gemm_nr; }
-
-void LinearQ8::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows,
-                   int32_t col_begin, int32_t col_end) const {
-  require(col_begin >= 0 && col_begin % table_->gemm_nr == 0 && col_begin <= col_end &&
-              col_end <= out_, "bad output feature range");
-  GemvQ8Args a;
-  a.k = in_, a.n = out_;
-  a.packed = reinterpret_cast<const unsigned char*>(packed_.data());
-  a.is_signed = signed_;
-  a.col_begin = col_begin, a.col_end = col_end;
-  a.act = act_;
-  for (int64_t i = 0; i < rows; ++i) {
-    a.x = x + i * ldx;
-    a.y = y + i * ldy;
-    table_->gemv_q8(a);
-  }
 }
 
 // --------------------------------------------------------------------------- SqueezeExcite

@@ -152,11 +152,26 @@ class Conv2d {
   AlignedFloats packed_;
 };
 
+// 8-bit weights (out, in), uint8 or int8, real value (q - zero[c]) * scale[c] with c the
+// output feature (per_feature) or one pair for all.
+struct QuantizedWeights {
+  const unsigned char* q = nullptr;
+  bool is_signed = false;
+  const float* scale = nullptr;
+  const int32_t* zero = nullptr;
+  bool per_feature = false;
+};
+
 // y = act(x W^T + b) for a batch of rows: x (m, in) with row stride ldx, y (m, out) / ldy.
 class Linear {
  public:
+  // float32 weights, packed into GEMM panels.
   Linear(const WeightSource& weight, const float* bias, int32_t out_features, int32_t in_features,
          Activation act, Isa isa);
+  // 8-bit weights kept 8-bit (KernelTable::gemv_q8, one row at a time): for the layers that see
+  // one pixel, which would otherwise stream 4x the bytes once per image.
+  Linear(const QuantizedWeights& weight, const float* bias, int32_t out_features,
+         int32_t in_features, Activation act, Isa isa);
   void run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows) const;
   // Output features [col_begin, col_end) only (col_begin a multiple of column_block()).
   void run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int32_t col_begin,
@@ -169,32 +184,9 @@ class Linear {
   const KernelTable* table_;
   int32_t out_, in_;
   Activation act_;
-  AlignedFloats packed_;
-};
-
-// y = act(x W^T + b) for a batch of rows, W kept in 8 bits (KernelTable::gemv_q8): the
-// layers that see one pixel, whose 8-bit weights would otherwise be dequantized to 4x the
-// bytes only to be streamed once per image. W (out, in) is uint8 or int8 with real value
-// (q - zero[c]) * scale[c], c the output feature (per_feature) or one pair for all.
-class LinearQ8 {
- public:
-  LinearQ8(const unsigned char* q, bool is_signed, const float* scale, const int32_t* zero,
-           bool per_feature, const float* bias, int32_t out_features, int32_t in_features,
-           Activation act, Isa isa);
-  // Rows one at a time; output features [col_begin, col_end) (col_begin a multiple of
-  // column_block()).
-  void run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int32_t col_begin,
-           int32_t col_end) const;
-  int32_t column_block() const;
-  int32_t in_features() const { return in_; }
-  int32_t out_features() const { return out_; }
-
- private:
-  const KernelTable* table_;
-  int32_t out_, in_;
-  bool signed_;
-  Activation act_;
-  AlignedFloats packed_;  // pack_gemv_q8 bytes
+  AlignedFloats packed_;    // GEMM panels, or pack_gemv_q8 bytes
+  bool q8_ = false;         // 8-bit weights
+  bool q8_signed_ = false;
 };
 
 // Squeeze-and-excite: y = x * gate(W2 inner(W1 mean_hw(x) + b1) + b2), per image.

@@ -167,25 +167,27 @@ class PyConv2d {
 
 // ---------------------------------------------------------------- Linear
 
+// x (rows, in_features) -> out (rows, out_features), float32.
+void run_linear(const Linear& op, const py::object& x, const py::object& y) {
+  auto xb = float_buffer(x, "x", 2, false);
+  auto yb = float_buffer(y, "out", 2, true);
+  require(xb.shape[1] == op.in_features(),
+          "x must have " + std::to_string(op.in_features()) + " features");
+  require(yb.shape[0] == xb.shape[0] && yb.shape[1] == op.out_features(),
+          "out has the wrong shape");
+  const float* xp = static_cast<const float*>(xb.ptr);
+  float* yp = static_cast<float*>(yb.ptr);
+  const int64_t rows = xb.shape[0];
+  py::gil_scoped_release release;
+  op.run(xp, op.in_features(), yp, op.out_features(), rows);
+}
+
 class PyLinear {
  public:
   PyLinear(const py::object& weight, const py::object& bias, const std::string& act, float alpha,
            float beta)
       : op_(make(weight, bias, parse_activation(act, alpha, beta))) {}
-  void run(const py::object& x, const py::object& y) const {
-    auto xb = float_buffer(x, "x", 2, false);
-    auto yb = float_buffer(y, "out", 2, true);
-    require(xb.shape[1] == op_->in_features(), "x must have " +
-                                                   std::to_string(op_->in_features()) +
-                                                   " features");
-    require(yb.shape[0] == xb.shape[0] && yb.shape[1] == op_->out_features(),
-            "out has the wrong shape");
-    const float* xp = static_cast<const float*>(xb.ptr);
-    float* yp = static_cast<float*>(yb.ptr);
-    const int64_t rows = xb.shape[0];
-    py::gil_scoped_release release;
-    op_->run(xp, op_->in_features(), yp, op_->out_features(), rows);
-  }
+  void run(const py::object& x, const py::object& y) const { run_linear(*op_, x, y); }
 
  private:
   static std::unique_ptr<Linear> make(const py::object& weight, const py::object& bias,
@@ -199,7 +201,7 @@ class PyLinear {
   std::unique_ptr<Linear> op_;
 };
 
-// ---------------------------------------------------------------- LinearQ8
+// ---------------------------------------------------------------- Linear on 8-bit weights
 
 class PyLinearQ8 {
  public:
@@ -224,28 +226,17 @@ class PyLinearQ8 {
     require(sb.shape[0] == za.shape(0) && (sb.shape[0] == 1 || sb.shape[0] == out),
             "scale and zero_point need 1 or out_features values each");
     const float* b = optional_floats(bias, "bias", out);
-    op_ = std::make_unique<LinearQ8>(static_cast<const unsigned char*>(qa.data()), is_signed,
-                                     static_cast<const float*>(sb.ptr),
-                                     static_cast<const int32_t*>(za.data()), sb.shape[0] > 1, b,
-                                     static_cast<int32_t>(out), static_cast<int32_t>(in),
-                                     parse_activation(act, alpha, beta), current_isa());
+    QuantizedWeights w;
+    w.q = static_cast<const unsigned char*>(qa.data()), w.is_signed = is_signed;
+    w.scale = static_cast<const float*>(sb.ptr), w.zero = static_cast<const int32_t*>(za.data());
+    w.per_feature = sb.shape[0] > 1;
+    op_ = std::make_unique<Linear>(w, b, static_cast<int32_t>(out), static_cast<int32_t>(in),
+                                   parse_activation(act, alpha, beta), current_isa());
   }
-  void run(const py::object& x, const py::object& y) const {
-    auto xb = float_buffer(x, "x", 2, false);
-    auto yb = float_buffer(y, "out", 2, true);
-    require(xb.shape[1] == op_->in_features(),
-            "x must have " + std::to_string(op_->in_features()) + " features");
-    require(yb.shape[0] == xb.shape[0] && yb.shape[1] == op_->out_features(),
-            "out has the wrong shape");
-    const float* xp = static_cast<const float*>(xb.ptr);
-    float* yp = static_cast<float*>(yb.ptr);
-    const int64_t rows = xb.shape[0];
-    py::gil_scoped_release release;
-    op_->run(xp, op_->in_features(), yp, op_->out_features(), rows, 0, op_->out_features());
-  }
+  void run(const py::object& x, const py::object& y) const { run_linear(*op_, x, y); }
 
  private:
-  std::unique_ptr<LinearQ8> op_;
+  std::unique_ptr<Linear> op_;
 };
 
 // ---------------------------------------------------------------- SqueezeExcite

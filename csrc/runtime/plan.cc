@@ -113,21 +113,22 @@ std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& param
 }
 
 // The 8-bit weight (out, in, ...) of a layer that sees one pixel (a classifier, V3's last 1x1
-// conv) as a LinearQ8, which keeps it 8-bit: null unless the file stores it so, quantized per
+// conv) as a Linear that keeps it 8-bit: null unless the file stores it so, quantized per
 // output channel or per tensor.
-std::shared_ptr<LinearQ8> make_linear_q8(const ParamView& w, const ParamView& b, int32_t out,
-                                         int32_t in, Activation act, Isa isa,
-                                         AlignedFloats* scratch) {
+std::shared_ptr<Linear> make_linear_q8(const ParamView& w, const ParamView& b, int32_t out,
+                                       int32_t in, Activation act, Isa isa,
+                                       AlignedFloats* scratch) {
   if (!w.q || w.size() != static_cast<int64_t>(out) * in) return nullptr;
-  const bool per_out = w.q_channels == out && w.q_inner == in;
-  if (w.q_channels != 1 && !per_out) return nullptr;
-  return std::make_shared<LinearQ8>(w.q, w.q_signed, w.scale, w.zero_point, per_out,
-                                    b.floats(scratch[1]), out, in, act, isa);
+  QuantizedWeights q;
+  q.per_feature = w.q_channels == out && w.q_inner == in;
+  if (w.q_channels != 1 && !q.per_feature) return nullptr;
+  q.q = w.q, q.is_signed = w.q_signed, q.scale = w.scale, q.zero = w.zero_point;
+  return std::make_shared<Linear>(q, b.floats(scratch[1]), out, in, act, isa);
 }
 
 // make_linear_q8 for a conv2d node if it is a 1x1 conv (no groups) of a 1x1 image whose output
 // is 1x1 too.
-std::shared_ptr<LinearQ8> conv_as_linear_q8(const json::Value& node, const ParamMap& params,
+std::shared_ptr<Linear> conv_as_linear_q8(const json::Value& node, const ParamMap& params,
                                             int32_t cin, Isa isa, AlignedFloats* scratch) {
   const json::Value& attrs = node.at("attrs");
   const ParamView& w = param(params, node, "weight");
@@ -531,30 +532,33 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
   Tensor y;
   y.h = x.h, y.w = x.w, y.c = x.c;
 
-  std::shared_ptr<LinearQ8> fc_q8;  // a one-pixel layer on 8-bit weights (either op)
+  std::shared_ptr<Linear> fc;  // a linear node, or a 1x1 conv of one pixel on 8-bit weights
   if (op == "conv2d" && x.h == 1 && x.w == 1 && step->in.size() == 1 &&
       concat_parts_.find(out_name) == concat_parts_.end())
-    fc_q8 = conv_as_linear_q8(node, params, x.c, isa_, dequantized_);
+    fc = conv_as_linear_q8(node, params, x.c, isa_, dequantized_);
   if (op == "linear") {
     const ParamView& w = param(params, node, "weight");
+    const ParamView& b = param(params, node, "bias", true);
     require(w.shape.size() == 2, "linear weight must be 2-D");
     require(x.floats() == w.shape[1], "input has " + std::to_string(x.floats()) +
                                           " features, weight expects " + std::to_string(w.shape[1]));
-    const ParamView& b = param(params, node, "bias", true);
     require(!b.present() || b.size() == w.shape[0], "bias size does not match the weight");
-    fc_q8 = make_linear_q8(w, b, static_cast<int32_t>(w.shape[0]), static_cast<int32_t>(w.shape[1]),
-                           activation_attr(attrs), isa_, dequantized_);
+    const int32_t out = static_cast<int32_t>(w.shape[0]), in = static_cast<int32_t>(w.shape[1]);
+    fc = make_linear_q8(w, b, out, in, activation_attr(attrs), isa_, dequantized_);
+    if (!fc)
+      fc = std::make_shared<Linear>(w.source(), b.floats(dequantized_[1]), out, in,
+                                    activation_attr(attrs), isa_);
   }
-  if (fc_q8) {
-    y.h = 1, y.w = 1, y.c = fc_q8->out_features();
+  if (fc) {
+    y.h = 1, y.w = 1, y.c = fc->out_features();
     const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
     // One row: split over the threads by output features (whole weight panels).
-    const int32_t block = fc_q8->column_block();
-    step->rows = (fc_q8->out_features() + block - 1) / block;
+    const int32_t block = fc->column_block();
+    step->rows = (fc->out_features() + block - 1) / block;
     step->parallel = true;
-    step->run = [fc_q8, xi, yi, block](const Frame& p, int32_t p0, int32_t p1, int) {
-      fc_q8->run(p.at(xi), fc_q8->in_features(), p.at(yi), fc_q8->out_features(), 1,
-                 p0 * block, std::min(fc_q8->out_features(), p1 * block));
+    step->run = [fc, xi, yi, block](const Frame& p, int32_t p0, int32_t p1, int) {
+      fc->run(p.at(xi), fc->in_features(), p.at(yi), fc->out_features(), 1, p0 * block,
+              std::min(fc->out_features(), p1 * block));
     };
   } else if (op == "conv2d") {
     auto part = concat_parts_.find(out_name);
@@ -577,26 +581,6 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
                 ri >= 0 ? p.at(ri) : nullptr, ri >= 0 ? p.ld(ri) : 0, r0, r1);
     };
     if (conv->kind() == Conv2d::Kind::pointwise) split_pointwise(*step, conv, xi, ri, yi, y);
-  } else if (op == "linear") {
-    const ParamView& w = param(params, node, "weight");
-    const ParamView& b = param(params, node, "bias", true);
-    require(w.shape.size() == 2, "linear weight must be 2-D");
-    require(x.floats() == w.shape[1], "input has " + std::to_string(x.floats()) +
-                                          " features, weight expects " + std::to_string(w.shape[1]));
-    require(!b.present() || b.size() == w.shape[0], "bias size does not match the weight");
-    auto fc = std::make_shared<Linear>(w.source(), b.floats(dequantized_[1]),
-                                       w.shape[0], w.shape[1],
-                                       activation_attr(attrs), isa_);
-    y.h = 1, y.w = 1, y.c = w.shape[0];
-    const int xi = step->in[0], yi = static_cast<int>(tensors_.size());
-    // One row: split over the threads by output features (whole weight panels).
-    const int32_t block = fc->column_block();
-    step->rows = (fc->out_features() + block - 1) / block;
-    step->parallel = true;
-    step->run = [fc, xi, yi, block](const Frame& p, int32_t p0, int32_t p1, int) {
-      fc->run(p.at(xi), fc->in_features(), p.at(yi), fc->out_features(), 1, p0 * block,
-              std::min(fc->out_features(), p1 * block));
-    };
   } else if (op == "squeeze_excite") {
     const ParamView& w1 = param(params, node, "w1");
     const ParamView& w2 = param(params, node, "w2");

@@ -65,7 +65,7 @@ class Plan {
   const std::vector<int64_t>& input_dims() const { return input_dims_; }
   const std::vector<int64_t>& output_dims() const { return output_dims_; }
   int64_t arena_bytes() const { return arena_floats_ * static_cast<int64_t>(sizeof(float)); }
-  // Bytes of every op's packed weights (8-bit ones stay 8-bit where a LinearQ8 runs them).
+  // Bytes of every op's packed weights (8-bit ones stay 8-bit where a Linear keeps them so).
   int64_t weight_bytes() const { return weight_bytes_; }
   int threads() const { return pool_.size(); }
   size_t steps() const { return steps_.size(); }
