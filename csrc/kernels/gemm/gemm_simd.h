@@ -12,8 +12,8 @@
 // Row tiles are balanced: m rows are cut into ceil(m / MR) tiles of nearly equal height
 // (49 = 10+10+10+10+9 with MR = 12) rather than full tiles plus a thin, latency-bound one;
 // short GEMMs may use taller tiles (MRSmall, kSmallRows).
-// Tiles with fewer than kChains accumulators (GEMV, m = 1) split K over several accumulator
-// sets so FMAs do not wait on each other.
+// Tiles with fewer than kChains accumulators split K over several accumulator sets so FMAs do
+// not wait on each other (GEMV tiles of 1-2 rows: in contiguous parts, one weight stream each).
 //
 // Bias is the first row of each panel; the epilogue adds the residual and applies the
 // activation before the single store.
@@ -31,8 +31,9 @@ namespace {
 // Independent accumulator chains needed to hide FMA latency: 4 cycles x 2 FMAs per cycle
 // (Zen4/Zen5 ymm, Zen5 zmm, Intel since Skylake).
 constexpr int kChains = 8;
-// Tiles of 1-2 rows (GEMV) only stream the weights: prefetch them this far ahead (4 KB).
-constexpr int kWeightPrefetchFloats = 1024;
+// Tiles of 1-2 rows (GEMV) only stream the weights: prefetch them this far ahead (16 KB; 4 KB
+// made V1's classifier 1.05x slower on Zen 3).
+constexpr int kWeightPrefetchFloats = 4096;
 // Tiles of 3+ rows prefetch their panel this many floats ahead (0: not at all). Set per ISA by
 // the including TU (TMN_GEMM_PANEL_PREFETCH).
 #ifndef TMN_GEMM_PANEL_PREFETCH
@@ -144,12 +145,32 @@ TMN_GEMM_INLINE void gemm_tile(const GemmArgs& g, int64_t row, const float* pane
   }
   const float* w = panel + NR;
   int32_t kk = 0;
-  if constexpr (S > 1) {  // S consecutive k go to S accumulator sets
-    for (; kk + S <= g.k; kk += S, w += S * NR) {
-      if constexpr (R <= 2) {  // GEMV: only streams the weights, from L3
+  if constexpr (S > 1 && R <= 2) {
+    // GEMV: it only streams the weights (from L3 or DRAM), so the S accumulator sets take S
+    // contiguous parts of K, S streams in flight at once (V1's classifier, 1024 -> 1001, 0.77x
+    // the time of one stream interleaving k over the sets on Zen 3, with the 16 KB prefetch).
+    const int32_t part = g.k / S;
+    for (int32_t t = 0; t < part; ++t) {
 #pragma GCC unroll 8
-        for (int q = 0; q < S * NR; q += 16) __builtin_prefetch(w + kWeightPrefetchFloats + q);
+      for (int s = 0; s < S; ++s) {
+        const float* ws = w + (static_cast<int64_t>(s) * part + t) * NR;
+#pragma GCC unroll 8
+        for (int q = 0; q < NR; q += 16) __builtin_prefetch(ws + kWeightPrefetchFloats + q);
+        Vec b[NV];
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) b[j] = Vec::load(ws + j * L);
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+          const Vec ai = Vec::set1(a_half[i / H][(i % H) * g.lda + s * part + t]);
+#pragma GCC unroll 8
+          for (int j = 0; j < NV; ++j) acc[s][i][j] = Vec::fmadd(ai, b[j], acc[s][i][j]);
+        }
       }
+    }
+    kk = S * part;
+    w += static_cast<int64_t>(S) * part * NR;
+  } else if constexpr (S > 1) {  // S consecutive k go to S accumulator sets
+    for (; kk + S <= g.k; kk += S, w += S * NR) {
 #pragma GCC unroll 8
       for (int s = 0; s < S; ++s) {
         Vec b[NV];
