@@ -123,6 +123,23 @@ TMN_GEMM_INLINE void store_tile(const Vec (&acc)[R][NV], const GemmArgs& g, int6
   }
 }
 
+// One k step of one accumulator set: acc += A[the tile's rows, k] x the panel row at w
+// (a_half: the tile's two row bases, see gemm_tile).
+template <int R, int NV>
+TMN_GEMM_INLINE void k_step(Vec (&acc)[R][NV], const float* w, const float* const (&a_half)[2],
+                            int64_t lda, int64_t k) {
+  constexpr int L = Vec::kLanes, H = (R + 1) / 2;
+  Vec b[NV];
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) b[j] = Vec::load(w + j * L);
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+    const Vec ai = Vec::set1(a_half[i / H][(i % H) * lda + k]);
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) acc[i][j] = Vec::fmadd(ai, b[j], acc[i][j]);
+  }
+}
+
 // C[row .. row+R, n0 .. n0 + NV*lanes) from one panel (bias row + K rows of NV*lanes floats).
 template <int R, int NV>
 TMN_GEMM_INLINE void gemm_tile(const GemmArgs& g, int64_t row, const float* panel, int32_t n0,
@@ -156,15 +173,7 @@ TMN_GEMM_INLINE void gemm_tile(const GemmArgs& g, int64_t row, const float* pane
         const float* ws = w + (static_cast<int64_t>(s) * part + t) * NR;
 #pragma GCC unroll 8
         for (int q = 0; q < NR; q += 16) __builtin_prefetch(ws + kWeightPrefetchFloats + q);
-        Vec b[NV];
-#pragma GCC unroll 8
-        for (int j = 0; j < NV; ++j) b[j] = Vec::load(ws + j * L);
-#pragma GCC unroll 16
-        for (int i = 0; i < R; ++i) {
-          const Vec ai = Vec::set1(a_half[i / H][(i % H) * g.lda + s * part + t]);
-#pragma GCC unroll 8
-          for (int j = 0; j < NV; ++j) acc[s][i][j] = Vec::fmadd(ai, b[j], acc[s][i][j]);
-        }
+        k_step<R, NV>(acc[s], ws, a_half, g.lda, s * part + t);
       }
     }
     kk = S * part;
@@ -172,17 +181,7 @@ TMN_GEMM_INLINE void gemm_tile(const GemmArgs& g, int64_t row, const float* pane
   } else if constexpr (S > 1) {  // S consecutive k go to S accumulator sets
     for (; kk + S <= g.k; kk += S, w += S * NR) {
 #pragma GCC unroll 8
-      for (int s = 0; s < S; ++s) {
-        Vec b[NV];
-#pragma GCC unroll 8
-        for (int j = 0; j < NV; ++j) b[j] = Vec::load(w + s * NR + j * L);
-#pragma GCC unroll 16
-        for (int i = 0; i < R; ++i) {
-          const Vec ai = Vec::set1(a_half[i / H][(i % H) * g.lda + kk + s]);
-#pragma GCC unroll 8
-          for (int j = 0; j < NV; ++j) acc[s][i][j] = Vec::fmadd(ai, b[j], acc[s][i][j]);
-        }
-      }
+      for (int s = 0; s < S; ++s) k_step<R, NV>(acc[s], w + s * NR, a_half, g.lda, kk + s);
     }
   }
   for (; kk < g.k; ++kk, w += NR) {
@@ -190,15 +189,7 @@ TMN_GEMM_INLINE void gemm_tile(const GemmArgs& g, int64_t row, const float* pane
 #pragma GCC unroll 8
       for (int q = 0; q < NR; q += 16) __builtin_prefetch(w + kPanelPrefetchFloats + q);
     }
-    Vec b[NV];
-#pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) b[j] = Vec::load(w + j * L);
-#pragma GCC unroll 16
-    for (int i = 0; i < R; ++i) {
-      const Vec ai = Vec::set1(a_half[i / H][(i % H) * g.lda + kk]);
-#pragma GCC unroll 8
-      for (int j = 0; j < NV; ++j) acc[0][i][j] = Vec::fmadd(ai, b[j], acc[0][i][j]);
-    }
+    k_step<R, NV>(acc[0], w, a_half, g.lda, kk);
   }
 #pragma GCC unroll 8
   for (int s = 1; s < S; ++s)
