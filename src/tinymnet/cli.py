@@ -90,7 +90,7 @@ def _with_resolution(graph, resolution: int):
 
 
 def _info_graph(args):
-    """-> (graph, where it came from)."""
+    """-> (graph, where it came from, whether it is a .tmn file)."""
     from .models import ARCHS, build
 
     target = args.target
@@ -107,11 +107,11 @@ def _info_graph(args):
             graph = load_source_graph(target)  # as converted, before BN folding and fusion
             if args.resolution is not None:
                 graph = _with_resolution(graph, args.resolution)
-            return graph, f"{target} (tmn)"
+            return graph, f"{target} (tmn)", True
         from .convert import convert
 
         cm = convert(target, width=args.width, resolution=args.resolution)
-        return cm.graph, f"{target} ({kind})"
+        return cm.graph, f"{target} ({kind})", False
     if target in ARCHS:
         kwargs = {}
         if args.width is not None:
@@ -120,7 +120,7 @@ def _info_graph(args):
             kwargs["width"] = args.width
         if args.resolution is not None:
             kwargs["resolution"] = args.resolution
-        return build(target, **kwargs), target
+        return build(target, **kwargs), target, False
     raise TinymnetError(f"{target}: no such file, and not an arch name (known: "
                         f"{', '.join(sorted(ARCHS))})")
 
@@ -156,16 +156,16 @@ def _plot(graph, rows, path: str) -> None:
         plt.close(fig)
 
 
-def _compiled_plan(args, graph, source: str) -> dict:
+def _compiled_plan(args, graph, tmn: bool) -> dict:
     """What the compiled plan of this model holds: the activation arena and the packed
     weights (a .tmn as `tinymnet.load` reads it, so 8-bit weights count as stored)."""
     from .model import load
     from .runtime import compile_graph
 
-    if source.endswith("(tmn)") and args.resolution is None:
+    if tmn and args.resolution is None:
         plan = load(args.target, threads=1)._compiled
-    else:  # its source graph holds no weights: compile the graph read from the file instead
-        if source.endswith("(tmn)"):
+    else:
+        if tmn:  # its source graph holds no weights: compile the graph read from the file
             from .formats.tmn import load_tmn
 
             graph = _with_resolution(load_tmn(args.target).graph, args.resolution)
@@ -176,9 +176,9 @@ def _compiled_plan(args, graph, source: str) -> dict:
 def _cmd_info(args) -> int:
     from .info import format_info, info_table, info_totals
 
-    graph, source = _info_graph(args)
+    graph, source, tmn = _info_graph(args)
     rows = info_table(graph)
-    plan = _compiled_plan(args, graph, source)
+    plan = _compiled_plan(args, graph, tmn)
     if args.plot:
         _plot(graph, rows, args.plot)
     if args.json:
