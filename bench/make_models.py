@@ -7,7 +7,8 @@
 Each model is `tinymnet.models.build(arch)` at 224x224 (width 1.0, the builder's default
 classes and BN eps) with its deterministic random init (seed 0), written with
 `formats.tmn.save_tmn`, optimised (BN folded, activations fused) as `tinymnet convert` writes
-them, so `tinymnet.load` takes the fast path (plan built from the mapped file). Speed does not depend on the weight values (the same folded weights go
+them (GEMM weights packed for this CPU, used in place), so `tinymnet.load` takes the fast
+path (plan built from the mapped file). Speed does not depend on the weight values (the same folded weights go
 to both engines); these files are not for classification. The BatchNorm statistics are then
 calibrated (`calibrate_batchnorm`) so activations stay O(1) as in a trained network: with the
 raw init a random GhostNet reaches logits ~1e5 and is so ill-conditioned that onnxruntime and
@@ -56,7 +57,8 @@ def make_models(out_dir, archs=DEFAULT_ARCHS, resolution=224):
         g = calibrate_batchnorm(build(arch, resolution=resolution))
         path = os.path.join(out_dir, f"{arch}.tmn")
         save_tmn(path, g, provenance={"source": "random weights (bench/make_models.py)",
-                                      "arch": arch, "seed": 0}, optimize=True)
+                                      "arch": arch, "seed": 0}, optimize=True,
+                 gemm_panels="native")
         paths[arch] = path
     return paths
 

@@ -75,6 +75,10 @@ int64_t gemm_weight_block_bytes();
 // w is (N, K) row major (PyTorch (Cout, Cin) for a 1x1 conv); bias may be null (zeros).
 void pack_gemm_weights(const float* w, const float* bias, int32_t k, int32_t n, int32_t nr,
                        float* packed);
+// The inverse: elements [first, first + count) of w (N, K) row major, read from packed
+// panels of width nr (a .tmn file may store a GEMM weight packed; see formats/tmn.py).
+void unpack_gemm_weights(const float* packed, int32_t k, int32_t n, int32_t nr, int64_t first,
+                         int64_t count, float* out);
 
 // ---------------------------------------------------------------------------------------------
 // Depthwise convolution (multiplier 1) of one image, any kernel size, stride and padding.

@@ -86,14 +86,38 @@ const float* WeightSource::all(int64_t count, std::vector<float>& scratch) const
   return scratch.data();
 }
 
-// pack_gemm_weights one panel (nr rows of W) at a time, which gives the same layout (panel p
-// at p * (k + 1) * nr, the last one as wide as gemm_panel_width says): weights given as
-// values are produced only one panel ahead, into a buffer that stays in L2.
-static void pack_gemm_panels(const WeightSource& w, const float* bias, int32_t k, int32_t n,
-                             int32_t nr, float* packed) {
+AlignedFloats AlignedFloats::borrowed(const float* data, int64_t count,
+                                     std::shared_ptr<const void> owner) {
+  AlignedFloats a;
+  a.data_ = std::unique_ptr<float[], FreeUnlessPooled>(const_cast<float*>(data),
+                                                       FreeUnlessPooled{true});
+  a.size_ = count;
+  a.owner_ = std::move(owner);
+  return a;
+}
+
+// The GEMM panels of W (n, k) with `bias` (null: zeros) for panel width nr. Weights a .tmn
+// file stores packed for this width are used where they lie (no copy: loading skips the
+// packing and the fresh memory it writes) when their bias rows are the op's bias; others are
+// packed here, one panel (nr rows of W) at a time when given as values, which are then
+// produced only one panel ahead, into a buffer that stays in L2.
+static AlignedFloats gemm_panels(const WeightSource& w, const float* bias, int32_t k, int32_t n,
+                                 int32_t nr) {
+  const int64_t floats = gemm_packed_floats(k, n, nr);
+  const PackedGemmWeights& p = w.packed;
+  if (p.panels && p.nr == nr && p.n == n && p.k == k) {
+    bool same_bias = true;
+    for (int32_t n0 = 0; n0 < n && same_bias; n0 += nr) {
+      const float* row = p.panels + static_cast<int64_t>(n0) * (k + 1);
+      for (int32_t j = 0; j < std::min(nr, n - n0) && same_bias; ++j)
+        same_bias = row[j] == (bias ? bias[n0 + j] : 0.0f);
+    }
+    if (same_bias) return AlignedFloats::borrowed(p.panels, floats, p.owner);
+  }
+  AlignedFloats packed(floats);
   if (w.data) {
-    pack_gemm_weights(w.data, bias, k, n, nr, packed);
-    return;
+    pack_gemm_weights(w.data, bias, k, n, nr, packed.data());
+    return packed;
   }
   thread_local std::vector<float> rows;
   rows.resize(static_cast<size_t>(nr) * k);
@@ -101,8 +125,9 @@ static void pack_gemm_panels(const WeightSource& w, const float* bias, int32_t k
     const int32_t count = std::min(nr, n - n0);
     w.values(static_cast<int64_t>(n0) * k, static_cast<int64_t>(count) * k, rows.data());
     pack_gemm_weights(rows.data(), bias ? bias + n0 : nullptr, k, count, nr,
-                      packed + static_cast<int64_t>(n0) * (k + 1));
+                      packed.data() + static_cast<int64_t>(n0) * (k + 1));
   }
+  return packed;
 }
 
 WindowGeometry window_geometry(int32_t h, int32_t w, int32_t kh, int32_t kw, int32_t sh,
@@ -196,11 +221,11 @@ Conv2d::Conv2d(const WeightSource& source, const float* bias, int32_t cout, int3
                                        pad.right == 0));
   kind_ = pointwise ? Kind::pointwise : Kind::direct;
   const int32_t k = kh * kw * cin;
-  packed_ = AlignedFloats(gemm_packed_floats(k, cout, nr));
   if (pointwise) {
-    pack_gemm_panels(source, bias, k, cout, nr, packed_.data());
+    packed_ = gemm_panels(source, bias, k, cout, nr);
     return;
   }
+  packed_ = AlignedFloats(gemm_packed_floats(k, cout, nr));
   const float* weight = source.all(static_cast<int64_t>(cout) * k, scratch);
   // im2col rows are (ky, kx, ci) ordered (NHWC patches), so reorder (co, ci, ky, kx) to match.
   std::vector<float> reordered(static_cast<size_t>(cout) * k);
@@ -350,8 +375,7 @@ Linear::Linear(const WeightSource& weight, const float* bias, int32_t out_featur
                Activation act, Isa isa)
     : table_(&kernel_table(isa)), out_(out_features), in_(in_features), act_(act) {
   require(out_features > 0 && in_features > 0, "features must be positive");
-  packed_ = AlignedFloats(gemm_packed_floats(in_, out_, table_->gemm_nr));
-  pack_gemm_panels(weight, bias, in_, out_, table_->gemm_nr, packed_.data());
+  packed_ = gemm_panels(weight, bias, in_, out_, table_->gemm_nr);
 }
 
 Linear::Linear(const QuantizedWeights& weight, const float* bias, int32_t out_features,

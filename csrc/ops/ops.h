@@ -63,21 +63,35 @@ class AlignedFloats {
   float* data() { return data_.get(); }
   const float* data() const { return data_.get(); }
   int64_t size() const { return size_; }
+  // Read-only storage owned elsewhere (packed weights inside a mapped .tmn file), kept alive
+  // by `owner` for as long as this object lives.
+  static AlignedFloats borrowed(const float* data, int64_t count, std::shared_ptr<const void> owner);
 
  private:
   std::unique_ptr<float[], FreeUnlessPooled> data_{nullptr, FreeUnlessPooled{false}};
   int64_t size_ = 0;
+  std::shared_ptr<const void> owner_;
 };
 
 // The weights an op's constructor packs: float32 values, or a function writing values
 // [first, first + count) of them as float32 (in the constructor's weight layout). The plan's
 // 8-bit weights come that way, dequantized one GEMM panel at a time into a small buffer that
 // stays in cache: no float32 copy of a whole tensor is ever made.
+// A GEMM weight W (n, k) stored in pack_gemm_weights's layout for panel width nr, bias rows
+// included (a .tmn file may store it so), and what keeps that memory alive.
+struct PackedGemmWeights {
+  const float* panels = nullptr;
+  int32_t n = 0, k = 0, nr = 0;
+  std::shared_ptr<const void> owner;
+};
+
 struct WeightSource {
   const float* data = nullptr;
   std::function<void(int64_t first, int64_t count, float* out)> values;
   WeightSource(const float* floats) : data(floats) {}  // NOLINT: float32 weights convert
   explicit WeightSource(std::function<void(int64_t, int64_t, float*)> f) : values(std::move(f)) {}
+  // Optionally, the same weights already packed for a GEMM (see gemm_panels in ops.cc).
+  PackedGemmWeights packed;
   // The first `count` values: `data`, or the values written into `scratch`.
   const float* all(int64_t count, std::vector<float>& scratch) const;
 };

@@ -490,6 +490,9 @@ PYBIND11_MODULE(_C, m) {
     return names;
   });
   m.def("set_isa", [](const std::string& name) { set_current_isa(parse_isa(name)); });
+  m.def("gemm_panel_width", [] { return kernel_table(current_isa()).gemm_nr; },
+        "Panel width of the packed GEMM weights of the current ISA (what a .tmn file may store "
+        "them in, to be used in place).");
 
   py::class_<PyConv2d>(m, "Conv2d")
       .def(py::init<const py::object&, const py::object&, std::pair<int, int>, std::vector<int32_t>,

@@ -233,6 +233,10 @@ int64_t ParamView::size() const {
 
 void ParamView::dequantize(int64_t first, int64_t count, float* out) const {
   require(first >= 0 && count >= 0 && first + count <= size(), "weight values out of range");
+  if (packed.panels) {
+    unpack_gemm_weights(packed.panels, packed.k, packed.n, packed.nr, first, count, out);
+    return;
+  }
   if (!q) {
     std::memcpy(out, data + first, sizeof(float) * count);
     return;
@@ -256,15 +260,17 @@ void ParamView::dequantize(int64_t first, int64_t count, float* out) const {
 }
 
 const float* ParamView::floats(AlignedFloats& scratch) const {
-  if (!q) return data;
+  if (data || !present()) return data;
   if (scratch.size() < size()) scratch = AlignedFloats(size(), /*heap=*/true);
   dequantize(0, size(), scratch.data());
   return scratch.data();
 }
 
 WeightSource ParamView::source() const {
-  if (!q) return WeightSource(data);
-  return WeightSource([this](int64_t first, int64_t count, float* out) { dequantize(first, count, out); });
+  if (data || !present()) return WeightSource(data);
+  WeightSource s([this](int64_t first, int64_t count, float* out) { dequantize(first, count, out); });
+  s.packed = packed;
+  return s;
 }
 
 // One executable step: reads tensors `in`, writes tensor `out`, may be split over rows.

@@ -38,16 +38,18 @@ struct ParamView {
   const int32_t* zero_point = nullptr;  // q_channels values
   int64_t q_channels = 1;  // 1: one scale for the whole tensor
   int64_t q_inner = 1;     // elements after the axis: element i has channel (i / q_inner) % q_channels
+  PackedGemmWeights packed;  // float32 weights stored as GEMM panels instead (data null)
 
   int64_t size() const;
-  bool present() const { return data || q; }
+  bool present() const { return data || q || packed.panels; }
   // Elements [first, first + count) as float32 into out (8-bit values dequantized in float32
-  // arithmetic, exactly as tinymnet.formats.tmn.QuantizedTensor.dequantize).
+  // arithmetic, exactly as tinymnet.formats.tmn.QuantizedTensor.dequantize; packed ones
+  // gathered from their panels).
   void dequantize(int64_t first, int64_t count, float* out) const;
-  // The values as float32: `data`, or the 8-bit values dequantized into `scratch`.
+  // The values as float32: `data`, or the others written into `scratch`.
   const float* floats(AlignedFloats& scratch) const;
-  // The weights for an op's constructor: `data`, or the 8-bit values dequantized as the op
-  // asks for them (the source points at this view).
+  // The weights for an op's constructor: `data`, or the values as the op asks for them (the
+  // source points at this view; packed weights are offered as they are, too).
   WeightSource source() const;
 };
 using ParamMap = std::map<std::string, ParamView>;

@@ -89,6 +89,7 @@ struct TensorInfo {
   std::vector<int64_t> shape;
   int64_t count = 1;
   uint64_t offset = 0, nbytes = 0;
+  int32_t panel_width = 0;  // > 0: a GEMM weight stored packed in panels of this width
 };
 
 // Four interleaved table streams keep the lookups of four quarters in flight at once (one
@@ -192,8 +193,8 @@ TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
 #endif
   void* mapped = ::mmap(nullptr, static_cast<size_t>(size_), PROT_READ, flags, fd, 0);
   if (mapped == MAP_FAILED) fail(std::string("cannot map: ") + std::strerror(errno));
-  map_ = std::unique_ptr<unsigned char, Unmap>(static_cast<unsigned char*>(mapped),
-                                               Unmap{static_cast<size_t>(size_)});
+  map_ = std::shared_ptr<unsigned char>(static_cast<unsigned char*>(mapped),
+                                        Unmap{static_cast<size_t>(size_)});
   const unsigned char* buf = map_.get();
   const uint64_t size = static_cast<uint64_t>(size_);
 
@@ -262,7 +263,27 @@ TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
       fail("tensor '" + name + "' has a malformed entry in the header: " + what);
     }
     if (t.offset % kAlign != 0) fail("tensor '" + name + "' is not 64-byte aligned");
-    if (static_cast<uint64_t>(t.count) * t.itemsize != t.nbytes)
+    if (const json::Value* nr = it->second.is_object() ? it->second.find("gemm_panels") : nullptr) {
+      // A float32 GEMM weight (n, k) or (n, k, 1, 1) stored in the panels of width nr.
+      const bool matrix = t.shape.size() == 2 || (t.shape.size() == 4 && t.shape[2] == 1 && t.shape[3] == 1);
+      if (!nr->is_number() || t.dtype != "float32" || !matrix || t.count == 0 ||
+          t.shape[0] > std::numeric_limits<int32_t>::max() || t.shape[1] > std::numeric_limits<int32_t>::max())
+        fail("tensor '" + name + "' has a malformed gemm_panels entry");
+      int64_t width = 0;
+      try {
+        width = nr->as_int("gemm_panels");
+      } catch (const std::invalid_argument&) {
+        fail("tensor '" + name + "' has a non-integral gemm_panels");
+      }
+      if (width != 8 && width != 16 && width != 32)
+        fail("tensor '" + name + "' has gemm_panels " + std::to_string(width) + " (8, 16 or 32 expected)");
+      t.panel_width = static_cast<int32_t>(width);
+      const int64_t floats = gemm_packed_floats(static_cast<int32_t>(t.shape[1]),
+                                                static_cast<int32_t>(t.shape[0]), t.panel_width);
+      if (static_cast<uint64_t>(floats) * 4 != t.nbytes)
+        fail("tensor '" + name + "': its shape packed in panels of " + std::to_string(width) +
+             " does not match " + std::to_string(t.nbytes) + " bytes");
+    } else if (static_cast<uint64_t>(t.count) * t.itemsize != t.nbytes)
       fail("tensor '" + name + "': its shape does not match " + std::to_string(t.nbytes) + " bytes");
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
       fail("tensor '" + name + "' lies outside the file's data (truncated?)");
@@ -278,10 +299,17 @@ TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
     if (!scale_name) {
       if (t.dtype != "float32")
         fail("tensor '" + name + "' is " + t.dtype + " without quantization parameters");
-      view.data = reinterpret_cast<const float*>(data + t.offset);
+      const float* floats = reinterpret_cast<const float*>(data + t.offset);
+      if (t.panel_width) {
+        view.packed.panels = floats, view.packed.nr = t.panel_width, view.packed.owner = map_;
+        view.packed.n = static_cast<int32_t>(t.shape[0]), view.packed.k = static_cast<int32_t>(t.shape[1]);
+      } else {
+        view.data = floats;
+      }
       params_[name] = std::move(view);
       continue;
     }
+    if (t.panel_width) fail("tensor '" + name + "' is stored in gemm_panels with quantization parameters");
     if (t.dtype != "uint8" && t.dtype != "int8")
       fail("tensor '" + name + "' has quantization parameters but is " + t.dtype);
     const json::Value* zp_name = meta.find("zero_point");

@@ -54,7 +54,7 @@ class TmnFile {
   [[noreturn]] void fail(const std::string& message) const;
 
   std::string path_;
-  std::unique_ptr<unsigned char, Unmap> map_;
+  std::shared_ptr<unsigned char> map_;  // params() that are packed GEMM weights share it
   int64_t size_ = 0;
   uint32_t crc_ = 0;
   json::Value header_;

@@ -50,7 +50,9 @@ def _cmd_convert(args) -> int:
         raise TinymnetError(f"{out}: the folder {parent} does not exist")
     cm = convert_file(args.sources, out, arch=args.arch, width=args.width,
                       num_classes=args.num_classes, resolution=args.resolution,
-                      labels=args.labels)
+                      labels=args.labels,
+                      gemm_panels=None if args.gemm_panels == "none" else
+                      "native" if args.gemm_panels == "native" else int(args.gemm_panels))
     p, g = cm.provenance, cm.graph
     t = info_totals(g)
     _, h, w, _ = g.inputs[g.input_name]
@@ -319,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=_positive_int, help="number of classes (checked)")
     p.add_argument("--resolution", type=_positive_int, help="input size (default 224)")
     p.add_argument("--labels", metavar="FILE", help="class names, one a line, to embed")
+    p.add_argument("--gemm-panels", choices=("native", "none", "8", "16", "32"),
+                   default="native",
+                   help="store float32 1x1-conv / linear weights packed for this GEMM panel "
+                        "width (native: this CPU's; 16 = AVX2 and NEON, 32 = AVX-512, 8 = "
+                        "scalar), so loading uses them in place; the file loads on any CPU. "
+                        "none: canonical layouts, the same bytes on every machine")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser(

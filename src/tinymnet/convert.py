@@ -813,13 +813,18 @@ def _converter_name() -> str:
 
 def convert_file(sources, out_path: PathLike, arch: Optional[str] = None,
                  width: Optional[float] = None, num_classes: Optional[int] = None, *,
-                 resolution: Optional[int] = None, labels=None) -> ConvertedModel:
+                 resolution: Optional[int] = None, labels=None,
+                 gemm_panels="native") -> ConvertedModel:
     """:func:`convert` and write the result to ``out_path`` as a .tmn file, its graph stored
     optimised (BN folded, activations fused) so ``tinymnet.load`` builds the plan straight
-    from the mapped file; the converted graph is kept beside it for ``tinymnet info``."""
+    from the mapped file; the converted graph is kept beside it for ``tinymnet info``.
+    ``gemm_panels``: float32 GEMM weights stored packed for this panel width (default: this
+    CPU's), used in place at load; None keeps canonical layouts (see
+    :func:`tinymnet.formats.tmn.save_tmn`)."""
     from .formats.tmn import save_tmn
 
     cm = convert(sources, arch, width, num_classes, resolution=resolution, labels=labels)
     save_tmn(out_path, cm.graph, labels=cm.labels, preprocess=cm.preprocess,
-             provenance=cm.provenance, quantized=cm.quantized or None, optimize=True)
+             provenance=cm.provenance, quantized=cm.quantized or None, optimize=True,
+             gemm_panels=gemm_panels)
     return cm

@@ -116,6 +116,10 @@ def load(model=None, threads: Optional[int] = None) -> Model:
     pretrained model (``tinymnet models`` lists them; None = the default one) or of a model
     downloaded with ``tinymnet fetch``. ``threads``: how many threads one inference uses
     (None = the physical cores).
+
+    A .tmn whose GEMM weights are stored packed for this CPU (``tinymnet convert`` writes
+    them so) stays mapped while the model lives, its weights used in place: replace such a
+    file by renaming a new one over it, not by rewriting it in place.
     """
     path = resolve(model)
     name = None if model is None or os.path.exists(os.fspath(model)) else os.fspath(model)

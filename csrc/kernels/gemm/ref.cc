@@ -68,6 +68,17 @@ void pack_gemm_weights(const float* w, const float* bias, int32_t k, int32_t n, 
   }
 }
 
+void unpack_gemm_weights(const float* packed, int32_t k, int32_t n, int32_t nr, int64_t first,
+                         int64_t count, float* out) {
+  const int64_t panel = (static_cast<int64_t>(k) + 1) * nr;  // every panel but the last
+  for (int64_t i = first, end = first + count; i < end;) {
+    const int32_t j = static_cast<int32_t>(i / k), n0 = j / nr * nr;
+    const int32_t width = gemm_panel_width(n, nr, n0);
+    const float* col = packed + (n0 / nr) * panel + width + (j - n0);  // W[j, 0]
+    for (int64_t kk = i % k; kk < k && i < end; ++kk, ++i) *out++ = col[kk * width];
+  }
+}
+
 void gemm_scalar(const GemmArgs& g) {
   const int32_t nr = kScalarGemmNR;
   const int64_t panel = (static_cast<int64_t>(g.k) + 1) * nr;

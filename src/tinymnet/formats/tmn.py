@@ -17,7 +17,8 @@ Layout (all integers little-endian)::
 The JSON header holds ``graph`` (the op list with every attribute, from
 :func:`tinymnet.graph.graph_to_dict`), ``tensors`` (name -> dtype, shape, offset, nbytes and,
 for 8-bit weights, the names of their per-channel ``scale`` / ``zero_point`` tensors and the
-channel ``axis``), ``labels`` (class names or null), ``preprocess`` (the input recipe) and
+channel ``axis``; for float32 GEMM weights stored already packed, ``gemm_panels``: the panel
+width, see :func:`pack_gemm_panels`), ``labels`` (class names or null), ``preprocess`` (the input recipe) and
 ``provenance`` (where the weights came from) and, when the stored graph is already the one
 ``tinymnet.load`` compiles (:func:`tinymnet.passes.optimize` ran before saving),
 ``optimized``: ``{"output_shape": [null, ...]}`` (the output's shape); ``load`` then builds the
@@ -101,9 +102,79 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+GEMM_PANEL_WIDTHS = (8, 16, 32)  # the kernels' panel widths: scalar, AVX2 / NEON, AVX-512
+
+
+def _gemm_panel_width(n: int, nr: int, n0: int) -> int:
+    return nr // 2 if n - n0 <= nr // 2 else nr  # as gemm_panel_width in csrc/kernels/kernels.h
+
+
+def pack_gemm_panels(w: np.ndarray, bias: Optional[np.ndarray], nr: int) -> np.ndarray:
+    """A GEMM weight W (n, k) with its bias (None: zeros) in the kernels' packed layout for
+    panel width ``nr`` (csrc/kernels/kernels.h): ceil(n / nr) panels of (k + 1) rows, a bias
+    row then W transposed, zero padded to the panel's width; the last panel is nr / 2 wide
+    when it covers at most nr / 2 columns."""
+    w = np.asarray(w, np.float32)
+    n, k = w.shape
+    panels = []
+    for n0 in range(0, n, nr):
+        width = _gemm_panel_width(n, nr, n0)
+        cols = min(width, n - n0)
+        block = np.zeros((k + 1, width), np.float32)
+        if bias is not None:
+            block[0, :cols] = bias[n0:n0 + cols]
+        block[1:, :cols] = w[n0:n0 + cols].T
+        panels.append(block.reshape(-1))
+    return np.concatenate(panels)
+
+
+def unpack_gemm_panels(packed: np.ndarray, n: int, k: int, nr: int) -> np.ndarray:
+    """W (n, k) back from :func:`pack_gemm_panels`'s layout."""
+    w = np.empty((n, k), np.float32)
+    offset = 0
+    for n0 in range(0, n, nr):
+        width = _gemm_panel_width(n, nr, n0)
+        cols = min(width, n - n0)
+        w[n0:n0 + cols] = packed[offset:offset + (k + 1) * width].reshape(k + 1, width)[1:, :cols].T
+        offset += (k + 1) * width
+    return w
+
+
+def packed_gemm_floats(n: int, k: int, nr: int) -> int:
+    last = (n - 1) // nr * nr
+    return (last + _gemm_panel_width(n, nr, last)) * (k + 1)
+
+
+def _gemm_weights(graph) -> Dict[str, Optional[str]]:
+    """weight name -> bias name (or None) of the float GEMMs the C++ plan packs: linear nodes,
+    1x1 stride-1 convs without groups or padding and squeeze-excite FCs; only weights no
+    other node reads."""
+    readers: Dict[str, int] = {}
+    for node in graph.nodes:
+        for name in node.params.values():
+            readers[name] = readers.get(name, 0) + 1
+    out = {}
+    for node in graph.nodes:
+        a, p = node.attrs, node.params
+        if node.op == "conv2d":
+            pairs = [("weight", "bias")] if (
+                tuple(a["stride"]) == (1, 1) and a["groups"] == 1
+                and (a["padding"] == "same" or tuple(a["padding"]) == (0, 0, 0, 0))) else []
+        else:
+            pairs = {"linear": [("weight", "bias")],
+                     "squeeze_excite": [("w1", "b1"), ("w2", "b2")]}.get(node.op, [])
+        for w, b in pairs:
+            shape = np.shape(graph.params[p[w]])
+            if readers[p[w]] == 1 and (len(shape) == 2 or (len(shape) == 4
+                                                           and shape[2:] == (1, 1))):
+                out[p[w]] = p.get(b)
+    return out
+
+
 def save_tmn(path, graph, *, labels=None, preprocess=None, provenance=None,
              quantized: Optional[Mapping[str, QuantizedTensor]] = None,
-             optimize: bool = False, keep_source: bool = True) -> None:
+             optimize: bool = False, keep_source: bool = True,
+             gemm_panels=None) -> None:
     """Write `graph` (params as float32) to `path`; params named in `quantized` are stored as
     8 bits instead (their float value in the graph is ignored).
 
@@ -112,8 +183,24 @@ def save_tmn(path, graph, *, labels=None, preprocess=None, provenance=None,
     ``tinymnet.load`` builds its plan from the mapped file alone. An 8-bit weight a pass
     rewrote (a folded BatchNorm) is stored as float32. ``keep_source`` (with ``optimize``):
     also store the graph as given, without its weights (``source_graph``), for
-    :func:`load_source_graph` / ``tinymnet info``."""
+    :func:`load_source_graph` / ``tinymnet info``.
+
+    ``gemm_panels`` (with ``optimize``): store the float32 weights of 1x1 convs and linear
+    layers already packed for the GEMM kernels of this panel width (8: scalar, 16: AVX2 and
+    NEON, 32: AVX-512; ``"native"``: this CPU's), so ``tinymnet.load`` uses them in place
+    from the mapped file instead of packing a copy (loads faster, and processes loading the
+    same file share those pages). Such a file loads on any CPU (other widths repack it); it
+    is not byte-identical across CPUs with "native". None: canonical layouts only."""
     from ..graph import graph_to_dict, infer_shapes
+
+    if gemm_panels == "native":
+        from .. import _C
+
+        gemm_panels = _C.gemm_panel_width()
+    if gemm_panels is not None and (isinstance(gemm_panels, bool)
+                                    or gemm_panels not in GEMM_PANEL_WIDTHS or not optimize):
+        raise ValueError(f"gemm_panels must be None, 'native' or one of {GEMM_PANEL_WIDTHS}, "
+                         f"and needs optimize=True; got {gemm_panels!r}")
 
     quantized = dict(quantized or {})
     extra = {}
@@ -130,19 +217,20 @@ def save_tmn(path, graph, *, labels=None, preprocess=None, provenance=None,
                                                sort_keys=True)
         graph = opt
     gdict = graph_to_dict(graph)
+    gemms = _gemm_weights(graph) if gemm_panels else {}
     blobs = []  # (name, array) in data order
     tensors: Dict[str, dict] = {}
     offset = 0
 
-    def put(name, array, extra=None):
+    def put(name, array, extra=None, shape=None):
         nonlocal offset
         array = np.ascontiguousarray(array)
         dtype = str(array.dtype)
         if dtype not in _DTYPES:
             raise ValueError(f"tensor {name!r}: dtype {dtype} cannot be stored in .tmn")
         offset = _align(offset)
-        tensors[name] = {"dtype": dtype, "shape": list(array.shape), "offset": offset,
-                         "nbytes": int(array.nbytes), **(extra or {})}
+        tensors[name] = {"dtype": dtype, "shape": list(array.shape if shape is None else shape),
+                         "offset": offset, "nbytes": int(array.nbytes), **(extra or {})}
         blobs.append((offset, array.astype(array.dtype.newbyteorder("<"), copy=False)))
         offset += array.nbytes
 
@@ -157,6 +245,12 @@ def save_tmn(path, graph, *, labels=None, preprocess=None, provenance=None,
             put(name + "#zero_point", np.asarray(qt.zero_point, np.int32).reshape(-1))
             put(name, qt.q, {"scale": name + "#scale", "zero_point": name + "#zero_point",
                              "axis": int(qt.axis)})
+        elif name in gemms:
+            w = np.asarray(graph.params[name], np.float32)
+            bias = gemms[name]
+            packed = pack_gemm_panels(w.reshape(w.shape[0], -1), None if bias is None else
+                                      np.asarray(graph.params[bias], np.float32), gemm_panels)
+            put(name, packed, {"gemm_panels": gemm_panels}, shape=w.shape)
         else:
             put(name, np.asarray(graph.params[name], np.float32))
 
@@ -184,16 +278,29 @@ def _read_tensor(path, buf, data_offset, data_size, name, meta):
         dtype = _DTYPES[meta["dtype"]]
         shape = tuple(int(s) for s in meta["shape"])
         off, nbytes = int(meta["offset"]), int(meta["nbytes"])
-    except (KeyError, TypeError, ValueError, OverflowError):
+        nr = meta.get("gemm_panels")
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
         raise FormatError(f"tensor {name!r} has a malformed entry in the header", path) from None
     if min(shape, default=1) < 0 or off < 0 or off % ALIGN:
         raise FormatError(f"tensor {name!r} has a bad shape or offset", path)
-    if math.prod(shape) * np.dtype(dtype).itemsize != nbytes:  # exact: int64 could wrap
+    if nr is not None:  # a float32 GEMM weight (n, k) or (n, k, 1, 1) packed in panels
+        if (type(nr) is not int or nr not in GEMM_PANEL_WIDTHS or dtype is not np.float32
+                or "scale" in meta or not (len(shape) == 2 or (len(shape) == 4
+                                                               and shape[2:] == (1, 1)))
+                or math.prod(shape) == 0 or max(shape[:2]) >= 2**31):
+            raise FormatError(f"tensor {name!r} has a malformed gemm_panels entry", path)
+        floats = packed_gemm_floats(shape[0], shape[1], nr)
+    else:
+        floats = math.prod(shape)  # exact: int64 could wrap
+    if floats * np.dtype(dtype).itemsize != nbytes:
         raise FormatError(f"tensor {name!r}: shape {shape} does not match {nbytes} bytes", path)
     if off + nbytes > data_size:
         raise FormatError(f"tensor {name!r} lies outside the file's data (truncated?)", path)
-    return np.frombuffer(buf, dtype=np.dtype(dtype).newbyteorder("<"), count=nbytes //
-                         np.dtype(dtype).itemsize, offset=data_offset + off).reshape(shape)
+    array = np.frombuffer(buf, dtype=np.dtype(dtype).newbyteorder("<"), count=floats,
+                          offset=data_offset + off)
+    if nr is not None:
+        return unpack_gemm_panels(array, shape[0], shape[1], nr).reshape(shape)
+    return array.reshape(shape)
 
 
 def load_tmn(path, verify: bool = True) -> TmnModel:
