@@ -156,6 +156,8 @@ def seeds_tmn(d: Path):
     g = b.build([y])
     save_tmn(d / "float.tmn", g, labels=["a", "b", "c"], preprocess={"input_size": [5, 6]})
     save_tmn(d / "q8.tmn", g, quantized={"c1.weight": quantize_per_channel(g.params["c1.weight"])})
+    # optimised, with the SE and classifier weights stored as GEMM panels (the C++ fast path)
+    save_tmn(d / "panels.tmn", g, optimize=True, gemm_panels=8)
 
 
 def seeds_pth(d: Path):
