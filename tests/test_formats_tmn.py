@@ -186,16 +186,17 @@ def test_optimized_file_changed_after_load(tmp_path, small_graph):
 
 
 def test_cpp_crc32_agrees_with_zlib():
-    """_C.crc32 (the .tmn checksum: PCLMULQDQ folding where the CPU has it, four table streams
-    otherwise) equals zlib.crc32 for every length around its 16 / 64-byte steps, any start
-    value and unaligned starts."""
+    """_C.crc32 (the .tmn checksum: VPCLMULQDQ or PCLMULQDQ folding where the CPU has it,
+    four table streams otherwise) equals zlib.crc32 for every length around its 16 / 64 /
+    128-byte steps and the 256-byte switch to 256-bit folding, any start value and unaligned
+    starts."""
     import zlib
 
     from tinymnet import _C
 
     rng = np.random.default_rng(7)
     data = rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes()
-    lengths = list(range(0, 260)) + [1000, 4095, 4096, 65_537, 299_000]
+    lengths = list(range(0, 400)) + [511, 512, 513, 1000, 4095, 4096, 65_537, 299_000]
     for n in lengths:
         for start in (0, 1, 13):
             chunk = data[start:start + n]
