@@ -92,8 +92,10 @@ def test_outputs_are_bit_identical_in_place_or_repacked(files, isa):
             np.testing.assert_array_equal(model(x), want, err_msg=f"panels {nr} on {isa}")
             if nr == native:  # used in place: the plan packs (almost) nothing itself
                 assert model.weight_bytes < 0.2 * plain.weight_bytes
+                assert 0.8 * plain.weight_bytes < model.mapped_weight_bytes < plain.weight_bytes
             else:
                 assert model.weight_bytes == plain.weight_bytes
+                assert model.mapped_weight_bytes == 0
 
 
 def test_weights_outlive_the_file_object(files):
@@ -191,3 +193,13 @@ def test_save_refuses_bad_panel_widths(graph, tmp_path):
     with pytest.raises(ValueError, match="needs optimize=True"):
         save_tmn(tmp_path / "x.tmn", graph, gemm_panels=16)
     assert not list(tmp_path.iterdir())
+
+
+def test_info_reports_weights_used_in_place(files, capsys):
+    from tinymnet import cli
+
+    assert cli.main(["info", str(files[_C.gemm_panel_width()])]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("compiled plan (") and "MiB used in place from the file)" in line
+    assert cli.main(["info", str(files[None])]) == 0
+    assert "in place" not in capsys.readouterr().out

@@ -112,7 +112,10 @@ static AlignedFloats gemm_panels(const WeightSource& w, const float* bias, int32
       for (int32_t j = 0; j < std::min(nr, n - n0) && same_bias; ++j)
         same_bias = row[j] == (bias ? bias[n0 + j] : 0.0f);
     }
-    if (same_bias) return AlignedFloats::borrowed(p.panels, floats, p.owner);
+    if (same_bias) {
+      if (current_pool) current_pool->add_mapped(floats * static_cast<int64_t>(sizeof(float)));
+      return AlignedFloats::borrowed(p.panels, floats, p.owner);
+    }
   }
   AlignedFloats packed(floats);
   if (w.data) {

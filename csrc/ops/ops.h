@@ -26,10 +26,13 @@ class WeightPool {
   ~WeightPool();
   float* allocate(int64_t count);  // 64-byte aligned
   int64_t allocated_bytes() const { return allocated_; }
+  // Packed weights the ops use in place from a mapped file instead (see gemm_panels, ops.cc).
+  int64_t mapped_bytes() const { return mapped_; }
+  void add_mapped(int64_t bytes) { mapped_ += bytes; }
 
  private:
   std::vector<void*> chunks_;
-  int64_t allocated_ = 0;
+  int64_t allocated_ = 0, mapped_ = 0;
   char* next_ = nullptr;
   size_t left_ = 0;
 };

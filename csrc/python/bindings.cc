@@ -349,6 +349,7 @@ class PyPlan {
   std::vector<int64_t> output_dims() const { return plan_->output_dims(); }
   int64_t arena_bytes() const { return plan_->arena_bytes(); }
   int64_t weight_bytes() const { return plan_->weight_bytes(); }
+  int64_t mapped_weight_bytes() const { return plan_->mapped_weight_bytes(); }
   int threads() const { return plan_->threads(); }
   void run(const py::object& x, const py::object& y) {
     auto xb = float_buffer(x, "x", 4, false);
@@ -541,6 +542,7 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("output_dims", &PyPlan::output_dims)
       .def_property_readonly("arena_bytes", &PyPlan::arena_bytes)
       .def_property_readonly("weight_bytes", &PyPlan::weight_bytes)
+      .def_property_readonly("mapped_weight_bytes", &PyPlan::mapped_weight_bytes)
       .def_property_readonly("threads", &PyPlan::threads)
       .def_property_readonly("step_names", &PyPlan::step_names)
       .def("profile", &PyPlan::profile, py::arg("x"), py::arg("repeats"))

@@ -69,6 +69,8 @@ class Plan {
   int64_t arena_bytes() const { return arena_floats_ * static_cast<int64_t>(sizeof(float)); }
   // Bytes of every op's packed weights (8-bit ones stay 8-bit where a Linear keeps them so).
   int64_t weight_bytes() const { return weight_bytes_; }
+  // Bytes of packed weights used in place from the mapped .tmn file (not in weight_bytes).
+  int64_t mapped_weight_bytes() const { return weights_.mapped_bytes(); }
   int threads() const { return pool_.size(); }
   size_t steps() const { return steps_.size(); }
   // The node name of every step, in run order (a fused chain is named by its first node).

@@ -172,7 +172,8 @@ def _compiled_plan(args, graph, tmn: bool) -> dict:
 
             graph = _with_resolution(load_tmn(args.target).graph, args.resolution)
         plan = compile_graph(graph, 1)
-    return {"arena_bytes": plan.arena_bytes, "weight_bytes": plan.weight_bytes, "isa": plan.isa}
+    return {"arena_bytes": plan.arena_bytes, "weight_bytes": plan.weight_bytes,
+            "mapped_weight_bytes": plan.mapped_weight_bytes, "isa": plan.isa}
 
 
 def _cmd_info(args) -> int:
@@ -202,7 +203,9 @@ def _cmd_info(args) -> int:
         print(format_info(graph))
         print(f"compiled plan ({plan['isa']}, batch 1): activation arena "
               f"{plan['arena_bytes'] / 2**20:.2f} MiB, packed weights "
-              f"{plan['weight_bytes'] / 2**20:.2f} MiB")
+              f"{plan['weight_bytes'] / 2**20:.2f} MiB" + (
+                  f" (+ {plan['mapped_weight_bytes'] / 2**20:.2f} MiB used in place from the "
+                  "file)" if plan["mapped_weight_bytes"] else ""))
         if args.plot:
             print(f"plot written to {args.plot}")
     return 0

@@ -100,6 +100,11 @@ class Model:
         """Bytes of the packed weights the compiled plan holds in memory."""
         return self._compiled.weight_bytes
 
+    @property
+    def mapped_weight_bytes(self) -> int:
+        """Bytes of packed weights used in place from the mapped model file (not copied)."""
+        return self._compiled.mapped_weight_bytes
+
     def __call__(self, x, layout: str = "NHWC"):
         return self._compiled(x, layout)
 

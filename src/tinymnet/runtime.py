@@ -86,8 +86,14 @@ class CompiledModel:
     @property
     def weight_bytes(self) -> int:
         """Bytes of the packed weights the plan runs on (8-bit weights of one-pixel layers
-        stay 8-bit)."""
+        stay 8-bit), not counting those used in place from the file (mapped_weight_bytes)."""
         return self._plan.weight_bytes
+
+    @property
+    def mapped_weight_bytes(self) -> int:
+        """Bytes of packed weights the plan uses where they lie in the mapped .tmn file (a file
+        storing them packed for this CPU, see ``tinymnet convert --gemm-panels``)."""
+        return self._plan.mapped_weight_bytes
 
     @property
     def step_names(self):
