@@ -2,7 +2,8 @@
 # Cross-builds the C++ library (scalar + NEON kernels, runtime, ops, .tmn reader; no Python
 # bindings, no x86 files) and tests/cpp/test_kernels_main.cc for aarch64, and runs the test
 # under qemu-aarch64: every NEON kernel against the scalar reference, and MobileNetV2 /
-# V3-Small from weights/*.tmn through the C++ Plan against logits computed on x86.
+# V3-Small from weights/*.tmn and a small model with GEMM weights stored packed through the
+# C++ Plan against logits computed on x86.
 #
 # Run after pytest: tests/test_aarch64_reference.py writes the reference logits to
 # $TINYMNET_AARCH64_REFS (default build/aarch64-refs). Installs g++-aarch64-linux-gnu and
@@ -17,6 +18,7 @@ OUT="$REPO/build/aarch64"
 CXX="${AARCH64_CXX:-aarch64-linux-gnu-g++}"
 QEMU="${QEMU_AARCH64:-qemu-aarch64}"
 MODELS=(weights/mobilenet_v2_100_224_tf.tmn weights/mobilenet_v3_small_100_224_tf.tmn)
+PANELS_MODEL=panels16.tmn  # written by pytest into the refs folder: GEMM weights stored packed
 start=$(date +%s)
 
 die() { echo "test-aarch64: ERROR: $*" >&2; exit 1; }
@@ -28,6 +30,7 @@ for m in "${MODELS[@]}"; do
   ref="$REFS/$(basename "$m" .tmn).logits"
   [ -f "$ref" ] || die "reference logits $ref not found: run 'pytest tests/test_aarch64_reference.py' first (or set TINYMNET_AARCH64_REFS)"
 done
+[ -f "$REFS/$PANELS_MODEL" ] || die "$REFS/$PANELS_MODEL not found: run 'pytest tests/test_aarch64_reference.py' first"
 
 # 2. Toolchain: install when missing; never skip.
 if ! command -v "$CXX" >/dev/null 2>&1 || ! command -v "$QEMU" >/dev/null 2>&1; then
@@ -59,7 +62,7 @@ echo "test-aarch64: built $OUT/test_kernels ${file_info:+($file_info)} in $(( $(
 
 # 4. Run under qemu.
 set +e
-"$QEMU" "$OUT/test_kernels" --refs "$REFS" "${MODELS[@]}"
+"$QEMU" "$OUT/test_kernels" --refs "$REFS" "${MODELS[@]}" "$REFS/$PANELS_MODEL"
 status=$?
 set -e
 echo "test-aarch64: exit status $status, $(( $(date +%s) - start ))s in total"

@@ -26,6 +26,7 @@ import pytest
 
 from tinymnet import runtime
 from tinymnet.formats.tmn import load_tmn
+from tinymnet.graph import run_reference
 
 REPO = Path(__file__).resolve().parent.parent
 WEIGHTS = REPO / "weights"
@@ -74,3 +75,22 @@ def test_write_aarch64_reference(name):
     out.mkdir(parents=True, exist_ok=True)
     write_logits(out / f"{name}.logits", logits)
     assert np.array_equal(read_logits(out / f"{name}.logits"), logits.reshape(-1))
+
+
+def test_write_aarch64_panels_model():
+    """A float32 model whose GEMM weights are stored packed for 16-wide panels (NEON's, as
+    AVX2's): the aarch64 test runs it from the refs folder with the panels used in place by
+    the NEON kernels (PANELS_MODEL in .ci/test-aarch64.sh)."""
+    from tinymnet.formats.tmn import save_tmn
+    from tinymnet.models import build
+
+    graph = build("mobilenet_v3_small", width=0.5, resolution=64, num_classes=10)
+    out = refs_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "panels16.tmn"
+    save_tmn(path, graph, optimize=True, gemm_panels=16)
+    x = deterministic_input((1, 64, 64, 3))
+    logits = runtime.compile_graph(load_tmn(path).graph, threads=1, fuse=False)(x)
+    np.testing.assert_allclose(logits, run_reference(graph, x), rtol=0,
+                               atol=1e-4 * float(np.abs(logits).max()))
+    write_logits(out / "panels16.logits", logits)
