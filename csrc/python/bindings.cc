@@ -27,16 +27,26 @@ void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
 }
 
-// A C-contiguous float32 array of the given rank (checked, never converted).
+// A C-contiguous float32 array of the given rank (checked, never converted; ndim < 0: any).
+// Read through the buffer protocol, not pybind11's numpy support, whose first use in a
+// process imports numpy.lib and parses numpy's version (~1 ms of a model's first call).
 py::buffer_info float_buffer(const py::handle& obj, const char* name, int ndim, bool writable) {
-  require(py::isinstance<py::array>(obj), std::string(name) + " must be a numpy array");
-  auto arr = py::reinterpret_borrow<py::array>(obj);
-  require(arr.dtype().is(py::dtype::of<float>()), std::string(name) + " must be float32");
-  require(arr.flags() & py::array::c_style, std::string(name) + " must be C-contiguous");
-  require(!writable || arr.writeable(), std::string(name) + " must be writable");
-  require(arr.ndim() == ndim,
-          std::string(name) + " must have " + std::to_string(ndim) + " dimensions");
-  return arr.request(writable);
+  const std::string what(name);
+  require(PyObject_CheckBuffer(obj.ptr()), what + " must be a numpy array");
+  py::buffer_info info;
+  try {
+    info = py::reinterpret_borrow<py::buffer>(obj).request(writable);
+  } catch (const py::error_already_set&) {
+    require(false, what + (writable ? " must be writable" : " must be a readable buffer"));
+  }
+  require(info.itemsize == 4 && info.format == py::format_descriptor<float>::format(),
+          what + " must be float32");
+  require(ndim < 0 || info.ndim == ndim,
+          what + " must have " + std::to_string(ndim) + " dimensions");
+  py::ssize_t stride = info.itemsize;  // row-major strides (dims of 1 may have any)
+  for (py::ssize_t d = info.ndim; d-- > 0; stride *= info.shape[d])
+    require(info.shape[d] == 1 || info.strides[d] == stride, what + " must be C-contiguous");
+  return info;
 }
 
 // x (N, H, W, C) float32 with contiguous channels and evenly strided pixels: C-contiguous, or a
@@ -353,7 +363,7 @@ class PyPlan {
   int threads() const { return plan_->threads(); }
   void run(const py::object& x, const py::object& y) {
     auto xb = float_buffer(x, "x", 4, false);
-    auto yb = float_buffer(y, "out", y.cast<py::array>().ndim(), true);
+    auto yb = float_buffer(y, "out", -1, true);
     const auto& in = plan_->input_dims();
     require(xb.shape[1] == in[0] && xb.shape[2] == in[1] && xb.shape[3] == in[2],
             "x has the wrong image shape");
