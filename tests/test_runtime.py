@@ -168,3 +168,32 @@ def test_many_short_parallel_steps_under_contention_neither_hang_nor_drift():
     stop.set()
     assert not worker.is_alive(), "the thread pool hung"
     assert not errors, errors
+
+
+def _readonly(a):
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("make_x, make_out, message", [
+    (lambda x: x.astype(np.float64), None, "x must be float32"),
+    (lambda x: np.ascontiguousarray(np.repeat(x, 2, axis=2))[:, :, ::2], None,
+     "x must be C-contiguous"),
+    (lambda x: x[0], None, "x must have 4 dimensions"),
+    (lambda x: x.tolist(), None, "x must be a numpy array"),
+    (None, lambda y: _readonly(y), "out must be writable"),
+    (None, lambda y: y.astype(np.float16), "out must be float32"),
+    (None, lambda y: np.asfortranarray(np.zeros((2, y.shape[1]), np.float32))[:1, :],
+     "out must be C-contiguous"),
+])
+def test_plan_run_checks_its_buffers(v3s, make_x, make_out, message):
+    """The C++ entry point (read through the buffer protocol) refuses what it cannot run in
+    place, naming the argument; model(x) converts such inputs before calling it."""
+    model = compile_graph(v3s, threads=1)
+    _, h, w, c = model.input_shape
+    x = np.zeros((1, h, w, c), np.float32)
+    out = np.zeros((1, model.output_shape[-1]), np.float32)
+    x = make_x(x) if make_x else x
+    out = make_out(out) if make_out else out
+    with pytest.raises(ValueError, match=message):
+        model._plan.run(x, out)
