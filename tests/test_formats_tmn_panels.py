@@ -203,3 +203,17 @@ def test_info_reports_weights_used_in_place(files, capsys):
     assert line.startswith("compiled plan (") and "MiB used in place from the file)" in line
     assert cli.main(["info", str(files[None])]) == 0
     assert "in place" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("panels", ["8", "none"])
+def test_convert_repacks_a_tmn_for_another_width(files, tmp_path, capsys, panels):
+    from tinymnet import cli
+
+    out = tmp_path / "again.tmn"
+    assert cli.main(["convert", str(files[16]), "-o", str(out), "--gemm-panels", panels]) == 0
+    assert f"from {files[16].name} (tmn, sha256 " in capsys.readouterr().out
+    widths = {m.get("gemm_panels") for m in _header(out)["tensors"].values()}
+    assert widths == ({None, 8} if panels == "8" else {None})
+    x = np.random.default_rng(6).standard_normal((1, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_array_equal(tinymnet.load(out, threads=1)(x),
+                                  tinymnet.load(files[None], threads=1)(x))

@@ -60,8 +60,10 @@ def _cmd_convert(args) -> int:
     classes = g.shapes[g.outputs[0]][-1]
     print(f"wrote {out}: {g.name}{width}, {classes} outputs, {h}x{w} input, "
           f"{_human(t['params'])} params, {_human(t['macs'])} MACs")
-    srcs = ", ".join(f"{s['file']} ({s['format']}, sha256 {s['sha256'][:12]})"
-                     for s in p.get("sources", []))
+    sources = p.get("sources") or []
+    if not sources and p.get("converted_from_tmn"):  # a .tmn converted again
+        sources = [p["converted_from_tmn"]]
+    srcs = ", ".join(f"{s['file']} ({s['format']}, sha256 {s['sha256'][:12]})" for s in sources)
     extra = [f"{p['weights_layout']} weights"] if p.get("weights_layout") else []
     if p.get("bn_eps") is not None:
         extra.append(f"BN eps {p['bn_eps']:g}")
