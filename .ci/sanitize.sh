@@ -123,7 +123,8 @@ got="$("${SAN_RUN[@]}" "$PY" -c 'import tinymnet._C as c; print(c.__file__)')" |
 #    inferences under a 120 s watchdog that ASan's slowdown trips.
 TESTS=(tests/test_kernels_conv.py tests/test_kernels_eltwise.py tests/test_kernels_pool.py
        tests/test_kernels_se_linear.py tests/test_runtime.py tests/test_models.py
-       tests/test_models_ghost_next.py tests/test_formats_tmn.py tests/test_aarch64_reference.py
+       tests/test_models_ghost_next.py tests/test_formats_tmn.py tests/test_formats_tmn_panels.py
+       tests/test_aarch64_reference.py
        tests/test_chain_bands.py)
 echo "sanitize: pytest ${TESTS[*]} (TINYMNET_TEST_EXAMPLES=$TINYMNET_TEST_EXAMPLES)"
 ASAN_OPTIONS="$ASAN_BASE:detect_leaks=0" "${SAN_RUN[@]}" "$PY" -m pytest -q -p no:cacheprovider --capture=sys "${TESTS[@]}" \

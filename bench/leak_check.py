@@ -1,5 +1,7 @@
-"""Leak check on load / unload: every bundled model (``tinymnet models``) is loaded, run on a
-batch of 2 with 2 threads, deleted and garbage-collected, ``--iterations`` times, then every
+"""Leak check on load / unload: every bundled model (``tinymnet models``) and a small model
+whose GEMM weights are used in place from its mapped file is loaded, run on a batch of 2 with
+2 threads, deleted and garbage-collected, ``--iterations`` times (the file must be unmapped
+afterwards), then every
 op of ``tinymnet.kernels`` is created, run and freed under each ISA; memory that tinymnet's
 code allocated and nothing frees any more is a leak.
 
@@ -41,9 +43,17 @@ def load_run_free(iterations: int) -> None:
     import tinymnet
     from tinymnet.bundled import bundled_names
 
+    from tinymnet.formats.tmn import save_tmn
+    from tinymnet.models import build
+
     names = bundled_names()
     if not names:
         sys.exit("leak_check: no bundled models found")
+    # and a model whose GEMM weights the plan uses in place from its mapped file
+    panels = os.path.join(tempfile.mkdtemp(prefix="leak-check-"), "panels.tmn")
+    save_tmn(panels, build("mobilenet_v3_small", width=0.5, resolution=64, num_classes=10),
+             optimize=True, gemm_panels="native")
+    names = names + [panels]
     for it in range(iterations):
         for name in names:
             model = tinymnet.load(name, threads=2)
@@ -53,6 +63,10 @@ def load_run_free(iterations: int) -> None:
                 sys.exit(f"leak_check: {name} gave non-finite logits")
             del model, x, y
             gc.collect()
+    with open("/proc/self/maps") as maps:  # freed models unmap their files
+        if any(panels in line for line in maps):
+            sys.exit(f"leak_check: {panels} is still mapped after its models were freed")
+    os.remove(panels)
     print(f"leak_check: {iterations} x load/run/free of {', '.join(names)}", flush=True)
 
 
