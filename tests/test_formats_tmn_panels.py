@@ -217,3 +217,20 @@ def test_convert_repacks_a_tmn_for_another_width(files, tmp_path, capsys, panels
     x = np.random.default_rng(6).standard_normal((1, 64, 64, 3)).astype(np.float32)
     np.testing.assert_array_equal(tinymnet.load(out, threads=1)(x),
                                   tinymnet.load(files[None], threads=1)(x))
+
+
+def test_model_keeps_working_after_its_file_is_replaced_or_deleted(graph, tmp_path):
+    """The mapping the plan reads its panels from survives the file being renamed over (as
+    save_tmn and convert do) or deleted: the old inode stays until the model is freed."""
+    path = tmp_path / "m.tmn"
+    save_tmn(path, graph, optimize=True, gemm_panels="native")
+    x = np.random.default_rng(7).standard_normal((1, 64, 64, 3)).astype(np.float32)
+    model = tinymnet.load(path, threads=1)
+    assert model.mapped_weight_bytes > 0
+    want = model(x)
+    other = build("mobilenet_v3_small", width=0.75, resolution=64, num_classes=10)
+    save_tmn(path, other, optimize=True, gemm_panels="native")  # renamed over the old file
+    np.testing.assert_array_equal(model(x), want)
+    path.unlink()
+    gc.collect()
+    np.testing.assert_array_equal(model(x), want)
