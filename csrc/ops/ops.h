@@ -76,10 +76,6 @@ class AlignedFloats {
   std::shared_ptr<const void> owner_;
 };
 
-// The weights an op's constructor packs: float32 values, or a function writing values
-// [first, first + count) of them as float32 (in the constructor's weight layout). The plan's
-// 8-bit weights come that way, dequantized one GEMM panel at a time into a small buffer that
-// stays in cache: no float32 copy of a whole tensor is ever made.
 // A GEMM weight W (n, k) stored in pack_gemm_weights's layout for panel width nr, bias rows
 // included (a .tmn file may store it so), and what keeps that memory alive.
 struct PackedGemmWeights {
@@ -88,6 +84,10 @@ struct PackedGemmWeights {
   std::shared_ptr<const void> owner;
 };
 
+// The weights an op's constructor packs: float32 values, or a function writing values
+// [first, first + count) of them as float32 (in the constructor's weight layout). The plan's
+// 8-bit weights come that way, dequantized one GEMM panel at a time into a small buffer that
+// stays in cache: no float32 copy of a whole tensor is ever made.
 struct WeightSource {
   const float* data = nullptr;
   std::function<void(int64_t first, int64_t count, float* out)> values;
