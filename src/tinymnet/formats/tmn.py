@@ -18,9 +18,9 @@ The JSON header holds ``graph`` (the op list with every attribute, from
 :func:`tinymnet.graph.graph_to_dict`), ``tensors`` (name -> dtype, shape, offset, nbytes and,
 for 8-bit weights, the names of their per-channel ``scale`` / ``zero_point`` tensors and the
 channel ``axis``; for float32 GEMM weights stored already packed, ``gemm_panels``: the panel
-width, see :func:`pack_gemm_panels`), ``labels`` (class names or null), ``preprocess`` (the input recipe) and
-``provenance`` (where the weights came from) and, when the stored graph is already the one
-``tinymnet.load`` compiles (:func:`tinymnet.passes.optimize` ran before saving),
+width, see :func:`pack_gemm_panels`), ``labels`` (class names or null), ``preprocess`` (the
+input recipe) and ``provenance`` (where the weights came from) and, when the stored graph is
+already the one ``tinymnet.load`` compiles (:func:`tinymnet.passes.optimize` ran before saving),
 ``optimized``: ``{"output_shape": [null, ...]}`` (the output's shape); ``load`` then builds the
 C++ plan straight from the mapped file, without the graph passes and without a float32 copy of
 8-bit weights (older readers ignore the key). Such a file may also hold ``source_graph``: the
@@ -185,11 +185,11 @@ def save_tmn(path, graph, *, labels=None, preprocess=None, provenance=None,
     also store the graph as given, without its weights (``source_graph``), for
     :func:`load_source_graph` / ``tinymnet info``.
 
-    ``gemm_panels`` (with ``optimize``): store the float32 weights of 1x1 convs and linear
-    layers already packed for the GEMM kernels of this panel width (8: scalar, 16: AVX2 and
-    NEON, 32: AVX-512; ``"native"``: this CPU's), so ``tinymnet.load`` uses them in place
-    from the mapped file instead of packing a copy (loads faster, and processes loading the
-    same file share those pages). Such a file loads on any CPU (other widths repack it); it
+    ``gemm_panels`` (with ``optimize``): store the float32 weights of 1x1 convs, linear
+    layers and squeeze-excite FCs already packed for the GEMM kernels of this panel width
+    (8: scalar, 16: AVX2 and NEON, 32: AVX-512; ``"native"``: this CPU's), so
+    ``tinymnet.load`` uses them in place from the mapped file instead of packing a copy
+    (loads faster, and processes loading the same file share those pages). Such a file loads on any CPU (other widths repack it); it
     is not byte-identical across CPUs with "native". None: canonical layouts only."""
     from ..graph import graph_to_dict, infer_shapes
 
