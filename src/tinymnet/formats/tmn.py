@@ -189,8 +189,9 @@ def save_tmn(path, graph, *, labels=None, preprocess=None, provenance=None,
     layers and squeeze-excite FCs already packed for the GEMM kernels of this panel width
     (8: scalar, 16: AVX2 and NEON, 32: AVX-512; ``"native"``: this CPU's), so
     ``tinymnet.load`` uses them in place from the mapped file instead of packing a copy
-    (loads faster, and processes loading the same file share those pages). Such a file loads on any CPU (other widths repack it); it
-    is not byte-identical across CPUs with "native". None: canonical layouts only."""
+    (loads faster, and processes loading the same file share those pages). Such a file
+    loads on any CPU (other widths repack it); it is not byte-identical across CPUs with
+    "native". None: canonical layouts only."""
     from ..graph import graph_to_dict, infer_shapes
 
     if gemm_panels == "native":
