@@ -6,10 +6,11 @@
 //
 // The file is mapped read-only (mmap, pages read ahead), never copied: params() are views
 // into the mapping (tensor offsets are 64-byte aligned), float32 tensors as they are, 8-bit
-// tensors with their scale / zero_point, dequantized only when a Plan packs them. Every size
-// in the fixed header and in the JSON tensor table is checked against the file, and the
-// CRC-32 (zlib's) over header + data is verified; anything truncated or corrupt throws
-// std::invalid_argument naming the file. Python's tinymnet.load builds its plan this way.
+// tensors with their scale / zero_point, dequantized only when a Plan packs them, GEMM
+// weights stored packed (`gemm_panels`) as panels a Plan uses in place (sharing the mapping,
+// which then lives as long as the Plan). Every size in the fixed header and in the JSON
+// tensor table is checked against the file, and the CRC-32 (zlib's) over header + data is
+// verified; anything truncated or corrupt throws std::invalid_argument naming the file. Python's tinymnet.load builds its plan this way.
 #pragma once
 
 #include <cstddef>
