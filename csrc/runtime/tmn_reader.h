@@ -10,7 +10,8 @@
 // weights stored packed (`gemm_panels`) as panels a Plan uses in place (sharing the mapping,
 // which then lives as long as the Plan). Every size in the fixed header and in the JSON
 // tensor table is checked against the file, and the CRC-32 (zlib's) over header + data is
-// verified; anything truncated or corrupt throws std::invalid_argument naming the file. Python's tinymnet.load builds its plan this way.
+// verified; anything truncated or corrupt throws std::invalid_argument naming the file.
+// Python's tinymnet.load builds its plan this way.
 #pragma once
 
 #include <cstddef>
