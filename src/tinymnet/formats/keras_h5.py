@@ -37,7 +37,7 @@ def _open(path):
         raise FormatError(f"cannot open HDF5 file: {exc}", path) from exc
 
 
-_GCOL = b"GCOL\x01\0\0\0"  # signature, version 1, three reserved zero bytes
+_GCOL = b"GCOL\x01"  # signature, version 1 (libhdf5 ignores the three reserved bytes after it)
 
 
 def _check_global_heaps(path):
