@@ -38,6 +38,10 @@ def _human(n: float) -> str:
     return f"{n:.0f}"
 
 
+# --gemm-panels choices -> save_tmn's gemm_panels
+_GEMM_PANELS_ARG = {"native": "native", "none": None, "8": 8, "16": 16, "32": 32}
+
+
 def _cmd_convert(args) -> int:
     from .convert import convert_file
     from .info import info_totals
@@ -51,8 +55,7 @@ def _cmd_convert(args) -> int:
     cm = convert_file(args.sources, out, arch=args.arch, width=args.width,
                       num_classes=args.num_classes, resolution=args.resolution,
                       labels=args.labels,
-                      gemm_panels=None if args.gemm_panels == "none" else
-                      "native" if args.gemm_panels == "native" else int(args.gemm_panels))
+                      gemm_panels=_GEMM_PANELS_ARG[args.gemm_panels])
     p, g = cm.provenance, cm.graph
     t = info_totals(g)
     _, h, w, _ = g.inputs[g.input_name]
@@ -326,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=_positive_int, help="number of classes (checked)")
     p.add_argument("--resolution", type=_positive_int, help="input size (default 224)")
     p.add_argument("--labels", metavar="FILE", help="class names, one a line, to embed")
-    p.add_argument("--gemm-panels", choices=("native", "none", "8", "16", "32"),
+    p.add_argument("--gemm-panels", choices=tuple(_GEMM_PANELS_ARG),
                    default="native",
                    help="store float32 1x1-conv / linear weights packed for this GEMM panel "
                         "width (native: this CPU's; 16 = AVX2 and NEON, 32 = AVX-512, 8 = "
