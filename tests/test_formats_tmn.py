@@ -243,6 +243,46 @@ def test_cpp_header_values_as_python_reads_them(tmp_path, small_graph):
         type(v) for v in values["ints"] + values["floats"]]
 
 
+def test_cpp_header_objects_keep_order_and_refuse_duplicate_keys(tmp_path, small_graph):
+    """Objects small and large (the C++ reader scans small ones and indexes large ones by
+    key) come back whole and in the file's order, as json.loads gives them; a duplicate key
+    in either kind makes the header malformed."""
+    import zlib
+
+    from tinymnet import _C
+
+    big = {f"k{(i * 7) % 30:02d}": {"i": i, "nested": {"z": [i], "a": str(i)}} for i in range(30)}
+    values = {"big": big, "small": {"b": 1, "a": 2}}
+    path = tmp_path / "o.tmn"
+    save_tmn(path, small_graph, provenance=values, optimize=True)
+    got = _C.TmnFile(str(path)).header("provenance")
+    from tinymnet.bundled import read_tmn_header
+
+    as_json_loads_reads = read_tmn_header(path)["provenance"]
+    assert got == values
+    assert list(got["big"]) == list(as_json_loads_reads["big"])
+    assert list(got["small"]) == list(as_json_loads_reads["small"])
+    assert _C.TmnFile(str(path)).header("provenance", "big") == big
+
+    def header_file(name, text):
+        hdr = text.encode()
+        data_offset = (64 + len(hdr) + 63) // 64 * 64
+        crc = zlib.crc32(hdr) & 0xFFFFFFFF
+        fixed = struct.pack("<8sIIQQQI20x", b"TINYMNET", 1, 0, len(hdr), data_offset, 0, crc)
+        out = tmp_path / name
+        out.write_bytes(fixed + hdr + b"\0" * (data_offset - 64 - len(hdr)))
+        return str(out)
+
+    many = ", ".join(f'"m{i}": {i}' for i in range(20))
+    for name, extra in (("small.tmn", '"a": 1, "b": 2, "a": 3'),
+                        ("large.tmn", many + ', "m7": 0')):
+        bad = header_file(name, '{"graph": {}, "tensors": {}, "x": {' + extra + "}}")
+        with pytest.raises(ValueError, match="duplicate key"):
+            _C.TmnFile(bad)
+    ok = header_file("ok.tmn", '{"graph": {}, "tensors": {}, "x": {' + many + "}}")
+    assert _C.TmnFile(ok).header("x", "m19") == 19
+
+
 def test_optimized_file_keeps_the_source_graph_for_info(tmp_path, small_graph):
     """An optimised file describes the model as converted (BN not folded: the same params and
     MACs as the graph given), without making load parse it; keep_source=False leaves only

@@ -411,7 +411,8 @@ py::object to_python(const json::Value& v) {
     }
     case json::Value::Type::object: {
       py::dict out;
-      for (const auto& [k, x] : v.as_object()) out[py::str(k)] = to_python(x);
+      for (size_t i = 0; i < v.member_count(); ++i)
+        out[py::str(v.member_key(i))] = to_python(v.member_value(i));
       return std::move(out);
     }
   }

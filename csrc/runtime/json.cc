@@ -1,8 +1,10 @@
 #include "runtime/json.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 
 namespace tmn {
@@ -81,23 +83,54 @@ class Parser {
     return v;
   }
 
+  // Members and elements are first collected on a stack shared by every level, then moved
+  // into a vector of exactly their count: one allocation per container instead of a chain
+  // of regrowths (a header has a few thousand small objects and arrays).
   void parse_object(Value& v, int depth) {
     v.type_ = Value::Type::object;
     expect('{');
     skip_ws();
     if (peek() == '}') return void(++pos_);
+    const size_t base = values_.size(), key_base = keys_.size();
     for (;;) {
       skip_ws();
-      std::string key = parse_string();
+      keys_.push_back(parse_string());
       skip_ws();
       expect(':');
-      Value member = parse_value(depth + 1);
-      if (!v.object_.emplace(std::move(key), std::move(member)).second) fail("duplicate key");
+      values_.push_back(parse_value(depth + 1));
       skip_ws();
       if (peek() == ',') { ++pos_; continue; }
       expect('}');
+      break;
+    }
+    v.keys_.assign(std::make_move_iterator(keys_.begin() + key_base),
+                   std::make_move_iterator(keys_.end()));
+    keys_.resize(key_base);
+    take_values(v, base);
+    index_object(v);
+  }
+
+  void take_values(Value& v, size_t base) {
+    v.items_.assign(std::make_move_iterator(values_.begin() + base),
+                    std::make_move_iterator(values_.end()));
+    values_.resize(base);
+  }
+
+  // Duplicate keys are an error; objects of more than kScanMembers members get a sorted index.
+  void index_object(Value& v) {
+    const std::vector<std::string>& keys = v.keys_;
+    if (keys.size() <= Value::kScanMembers) {
+      for (size_t i = 1; i < keys.size(); ++i)
+        for (size_t j = 0; j < i; ++j)
+          if (keys[i] == keys[j]) fail("duplicate key");
       return;
     }
+    v.by_key_.resize(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) v.by_key_[i] = static_cast<uint32_t>(i);
+    std::sort(v.by_key_.begin(), v.by_key_.end(),
+              [&](uint32_t a, uint32_t b) { return keys[a] < keys[b]; });
+    for (size_t i = 1; i < keys.size(); ++i)
+      if (keys[v.by_key_[i]] == keys[v.by_key_[i - 1]]) fail("duplicate key");
   }
 
   void parse_array(Value& v, int depth) {
@@ -105,13 +138,15 @@ class Parser {
     expect('[');
     skip_ws();
     if (peek() == ']') return void(++pos_);
+    const size_t base = values_.size();
     for (;;) {
-      v.array_.push_back(parse_value(depth + 1));
+      values_.push_back(parse_value(depth + 1));
       skip_ws();
       if (peek() == ',') { ++pos_; continue; }
       expect(']');
-      return;
+      break;
     }
+    take_values(v, base);
   }
 
   unsigned hex4() {
@@ -230,6 +265,9 @@ class Parser {
 
   const std::string& s_;
   size_t pos_ = 0;
+  // Keys of every open object and values of every open container parsed so far.
+  std::vector<std::string> keys_;
+  std::vector<Value> values_;
 };
 
 // Byte offset of the first byte that is not well-formed UTF-8 (RFC 3629: no overlongs, no
@@ -288,16 +326,22 @@ const std::string& Value::as_string(const char* what) const {
 }
 const std::vector<Value>& Value::as_array(const char* what) const {
   if (type_ != Type::array) wrong_type(what, "an array", type_);
-  return array_;
+  return items_;
 }
-const std::map<std::string, Value>& Value::as_object(const char* what) const {
+size_t Value::member_count(const char* what) const {
   if (type_ != Type::object) wrong_type(what, "an object", type_);
-  return object_;
+  return keys_.size();
 }
 const Value* Value::find(const std::string& key) const {
   if (type_ != Type::object) return nullptr;
-  auto it = object_.find(key);
-  return it == object_.end() ? nullptr : &it->second;
+  if (by_key_.empty()) {
+    for (size_t i = 0; i < keys_.size(); ++i)
+      if (keys_[i] == key) return &items_[i];
+    return nullptr;
+  }
+  auto it = std::lower_bound(by_key_.begin(), by_key_.end(), key,
+                             [&](uint32_t i, const std::string& k) { return keys_[i] < k; });
+  return it != by_key_.end() && keys_[*it] == key ? &items_[*it] : nullptr;
 }
 const Value& Value::at(const std::string& key) const {
   const Value* v = find(key);

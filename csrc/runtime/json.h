@@ -5,8 +5,6 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,8 +33,12 @@ class Value {
   int64_t as_int(const char* what = "value") const;  // must be integral
   const std::string& as_string(const char* what = "value") const;
   const std::vector<Value>& as_array(const char* what = "value") const;
-  const std::map<std::string, Value>& as_object(const char* what = "value") const;
 
+  // Object members in document order: the count (throws naming `what` if not an object),
+  // then member i's key and value.
+  size_t member_count(const char* what = "value") const;
+  const std::string& member_key(size_t i) const { return keys_[i]; }
+  const Value& member_value(size_t i) const { return items_[i]; }
   // Object member access: `at` throws if missing, `find` returns null if missing.
   const Value& at(const std::string& key) const;
   const Value* find(const std::string& key) const;
@@ -44,13 +46,18 @@ class Value {
 
  private:
   friend class Parser;
+  static constexpr size_t kScanMembers = 8;  // objects this small are searched linearly
   Type type_ = Type::null;
   bool bool_ = false;
   bool integer_ = false;
   double number_ = 0.0;
   std::string string_;
-  std::vector<Value> array_;
-  std::map<std::string, Value> object_;
+  // Flat storage (a header has thousands of values: no tree node per member). items_: the
+  // elements of an array or the member values of an object; keys_: an object's keys, in
+  // the same order; by_key_: member indices sorted by key, for objects too large to scan.
+  std::vector<Value> items_;
+  std::vector<std::string> keys_;
+  std::vector<uint32_t> by_key_;
 };
 
 }  // namespace json

@@ -268,15 +268,15 @@ TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
   if (!header_.is_object() || !header_.has("graph") || !header_.at("graph").is_object() ||
       !header_.has("tensors") || !header_.at("tensors").is_object())
     fail("the JSON header is malformed (needs the objects \"graph\" and \"tensors\")");
-  const auto& tensors = header_.at("tensors").as_object();
+  const json::Value& tensors = header_.at("tensors");
   const unsigned char* data = buf + data_offset;
 
   auto info = [&](const std::string& name) {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) fail("tensor '" + name + "' is missing from the header");
+    const json::Value* entry = tensors.find(name);
+    if (!entry) fail("tensor '" + name + "' is missing from the header");
     TensorInfo t;
     try {
-      const json::Value& meta = it->second;
+      const json::Value& meta = *entry;
       t.dtype = meta.at("dtype").as_string("dtype");
       t.itemsize = t.dtype == "float32" || t.dtype == "int32" ? 4
                    : t.dtype == "uint8" || t.dtype == "int8"  ? 1
@@ -301,7 +301,7 @@ TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
       fail("tensor '" + name + "' has a malformed entry in the header: " + what);
     }
     if (t.offset % kAlign != 0) fail("tensor '" + name + "' is not 64-byte aligned");
-    if (const json::Value* nr = it->second.is_object() ? it->second.find("gemm_panels") : nullptr) {
+    if (const json::Value* nr = entry->is_object() ? entry->find("gemm_panels") : nullptr) {
       // A float32 GEMM weight (n, k) or (n, k, 1, 1) stored in the panels of width nr.
       const bool matrix = t.shape.size() == 2 || (t.shape.size() == 4 && t.shape[2] == 1 && t.shape[3] == 1);
       if (!nr->is_number() || t.dtype != "float32" || !matrix || t.count == 0 ||
@@ -328,7 +328,9 @@ TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
     return t;
   };
 
-  for (const auto& [name, meta] : tensors) {
+  for (size_t i = 0; i < tensors.member_count(); ++i) {
+    const std::string& name = tensors.member_key(i);
+    const json::Value& meta = tensors.member_value(i);
     if (name.find('#') != std::string::npos) continue;  // quantization params, read below
     const TensorInfo t = info(name);
     ParamView view;
