@@ -12,6 +12,7 @@ Nothing here imports numpy, Pillow or the kernels.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -28,17 +29,25 @@ __all__ = ["weights_dir", "manifest", "bundled_names", "default_model", "bundled
 _manifest_cache: Optional[dict] = None
 
 
+@functools.lru_cache(maxsize=None)
 def weights_dir() -> Path:
     """The folder holding the bundled ``.tmn`` files and their manifest."""
-    try:  # the package's folder (importlib.resources.files says the same, 0.3 ms slower)
+    here = Path(__file__).parent
+    # Looked up on disk before any import (the import machinery costs ~0.3 ms of start-up):
+    # installed, the package ``tinymnet.weights`` is <package>/weights; in a source checkout
+    # it is <repo>/weights.
+    for candidate in (here / "weights", here.parents[1] / "weights"):
+        if (candidate / MANIFEST_NAME).is_file():
+            return candidate
+    try:  # elsewhere (an editable install maps the package to its own folder)
         import tinymnet.weights as package
 
         p = Path(package.__file__).parent
         if (p / MANIFEST_NAME).is_file():
             return p
-    except (ImportError, TypeError):  # not installed as a package: a source checkout
+    except (ImportError, TypeError):
         pass
-    return Path(__file__).resolve().parents[2] / "weights"  # <repo>/src/tinymnet -> <repo>/weights
+    return here.parents[1] / "weights"  # missing: manifest() says so, naming this path
 
 
 def manifest() -> dict:
