@@ -352,3 +352,39 @@ def test_one_pixel_layers_run_on_8bit_weights(tmp_path, signed):
     f1 = tinymnet.load(tmp_path / "f.tmn", threads=1)
     float_bytes = 4 * (40 * 24 + 37 * 40)
     assert f1.weight_bytes - q1.weight_bytes >= 0.5 * float_bytes, (f1.weight_bytes, q1.weight_bytes)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_squeeze_excite_runs_on_8bit_weights(tmp_path, signed):
+    """Squeeze-excite FCs see one pixel: 8-bit weights in the file (V3-Small's bundled model
+    has them) stay 8-bit in the plan, per channel or per tensor, with results matching the
+    reference on the dequantized weights at any thread count, in odd channel counts."""
+    from tinymnet.graph import GraphBuilder
+
+    b = GraphBuilder("se", (9, 7, 3))
+    x = b.conv2d(b.input, "stem", 37, 3, stride=2, padding=1, bias=True)  # 5x4x37
+    x = b.squeeze_excite(x, "se", 17, inner="relu", gate="hardsigmoid")
+    x = b.conv2d(x, "proj", 19, 1, bias=True)
+    x = b.squeeze_excite(x, "se2", 3, inner="relu", gate="hardsigmoid", conv_layout=False)
+    g = b.build([x])
+    quant = {"se.fc1.weight": quantize_per_channel(g.params["se.fc1.weight"])}
+    for name in ("se.fc2.weight", "se2.fc1.weight", "se2.fc2.weight"):
+        w = g.params[name]
+        if signed:  # int8, one scale and zero point for the whole tensor
+            scale = np.float32(np.abs(w).max() / 120)
+            q = np.clip(np.round(w / scale) - 5, -128, 127).astype(np.int8)
+            quant[name] = QuantizedTensor(q, np.array([scale], np.float32),
+                                          np.array([-5], np.int32), 0)
+        else:
+            quant[name] = quantize_per_channel(w)
+    save_tmn(tmp_path / "q.tmn", g, quantized=quant, optimize=True)
+    save_tmn(tmp_path / "f.tmn", g, optimize=True)
+    x = np.random.default_rng(7).standard_normal((3, 9, 7, 3)).astype(np.float32)
+    ref = run_reference(load_tmn(tmp_path / "q.tmn").graph, x)
+    q1 = tinymnet.load(tmp_path / "q.tmn", threads=1)
+    y = q1(x)
+    assert np.max(np.abs(y - ref)) <= 1e-5 * np.max(np.abs(ref))
+    np.testing.assert_array_equal(tinymnet.load(tmp_path / "q.tmn", threads=2)(x), y)
+    float_bytes = 4 * 2 * (17 * 37 + 3 * 19)
+    f1 = tinymnet.load(tmp_path / "f.tmn", threads=1)
+    assert f1.weight_bytes - q1.weight_bytes >= 0.5 * float_bytes, (f1.weight_bytes, q1.weight_bytes)

@@ -136,9 +136,9 @@ void pack_stem_weights(const float* w, const float* bias, int32_t cout, int32_t 
 
 // ---------------------------------------------------------------------------------------------
 // GEMV on 8-bit weights: y[n] = act(bias[n] + scale[n] * sum_k x[k] * (q[n, k] - zero[n])).
-// For layers that see one pixel (classifiers, V3's last 1x1 conv) whose weights a file stores
-// in 8 bits: the weights stay 8-bit in memory, 4x fewer bytes for a kernel that only streams
-// them. q - zero is exact in float32 (|q - zero| <= 255) and the scale applies once per sum,
+// For layers that see one pixel (classifiers, V3's last 1x1 conv, squeeze-excite FCs) whose
+// weights a file stores in 8 bits: the weights stay 8-bit in memory, 4x fewer bytes for a
+// kernel that only streams them. q - zero is exact in float32 (|q - zero| <= 255) and the scale applies once per sum,
 // so results differ from the float32 GEMM on dequantized weights only by rounding.
 //
 // Packed layout: panels of nr columns (the ISA's gemm_nr), each 3 * nr floats (scale, zero

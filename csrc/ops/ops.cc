@@ -437,6 +437,13 @@ SqueezeExcite::SqueezeExcite(const WeightSource& w1, const float* b1, const Weig
       reduce_(w1, b1, squeeze, channels, inner, isa),
       expand_(w2, b2, channels, squeeze, gate, isa) {}
 
+SqueezeExcite::SqueezeExcite(Linear reduce, Linear expand, Isa isa)
+    : table_(&kernel_table(isa)), reduce_(std::move(reduce)), expand_(std::move(expand)) {
+  require(reduce_.out_features() == expand_.in_features() &&
+              expand_.out_features() == reduce_.in_features(),
+          "squeeze-excite layers do not fit together");
+}
+
 void SqueezeExcite::run(const float* x, int64_t pixels, int64_t ld, float* y,
                         int64_t y_ld) const {
   const int32_t c = channels();

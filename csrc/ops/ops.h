@@ -211,6 +211,9 @@ class SqueezeExcite {
  public:
   SqueezeExcite(const WeightSource& w1, const float* b1, const WeightSource& w2, const float* b2,
                 int32_t channels, int32_t squeeze, Activation inner, Activation gate, Isa isa);
+  // From its two fully connected layers (reduce: channels -> squeeze with the inner
+  // activation, expand: back with the gate), float32 or 8-bit: both see one pixel.
+  SqueezeExcite(Linear reduce, Linear expand, Isa isa);
   int32_t channels() const { return reduce_.in_features(); }
   int32_t squeeze() const { return reduce_.out_features(); }
   // One image of `pixels` pixels (stride ld); y may alias x.

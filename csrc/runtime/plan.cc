@@ -114,7 +114,7 @@ std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& param
 }
 
 // The 8-bit weight (out, in, ...) of a layer that sees one pixel (a classifier, V3's last 1x1
-// conv) as a Linear that keeps it 8-bit: null unless the file stores it so, quantized per
+// conv, a squeeze-excite FC) as a Linear that keeps it 8-bit: null unless the file stores it so, quantized per
 // output channel or per tensor.
 std::shared_ptr<Linear> make_linear_q8(const ParamView& w, const ParamView& b, int32_t out,
                                        int32_t in, Activation act, Isa isa,
@@ -597,11 +597,17 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     require(w1.size() == s * x.c && w2.size() == s * x.c, "SE weights do not match the input");
     require((!b1.present() || b1.size() == s) && (!b2.present() || b2.size() == x.c),
             "SE bias sizes");
-    auto se = std::make_shared<SqueezeExcite>(w1.source(), b1.floats(dequantized_[1]),
-                                              w2.source(), b2.floats(dequantized_[3]),
-                                              x.c, s,
-                                              named_activation(attrs, "inner"),
-                                              named_activation(attrs, "gate"), isa_);
+    // Each FC sees one pixel: 8-bit weights in the file stay 8-bit, as for classifiers.
+    auto fc = [&](const ParamView& w, const ParamView& b, int32_t out, int32_t in,
+                  const char* act, AlignedFloats* scratch) {
+      const Activation a = named_activation(attrs, act);
+      if (auto q = make_linear_q8(w, b, out, in, a, isa_, scratch)) return std::move(*q);
+      return Linear(w.source(), b.floats(scratch[1]), out, in, a, isa_);
+    };
+    const int32_t squeeze = static_cast<int32_t>(s);
+    auto se = std::make_shared<SqueezeExcite>(fc(w1, b1, squeeze, x.c, "inner", dequantized_),
+                                              fc(w2, b2, x.c, squeeze, "gate", dequantized_ + 2),
+                                              isa_);
     // Three steps: the pool (on the caller) and the reduce FC split by output features, the
     // expand FC likewise (at 7x7 their weights, not the pixels, are most of the work), then
     // the scaling split by rows. The same kernels on the same data as SqueezeExcite::run.
