@@ -1,6 +1,6 @@
 """Leak check on load / unload: every bundled model (``tinymnet models``) and a small model
 whose GEMM weights are used in place from its mapped file is loaded, run on a batch of 2 with
-2 threads, deleted and garbage-collected, ``--iterations`` times (the file must be unmapped
+2 threads, deleted and garbage-collected, ``--iterations`` times (the files must be unmapped
 afterwards), then every
 op of ``tinymnet.kernels`` is created, run and freed under each ISA; memory that tinymnet's
 code allocated and nothing frees any more is a leak.
@@ -63,9 +63,15 @@ def load_run_free(iterations: int) -> None:
                 sys.exit(f"leak_check: {name} gave non-finite logits")
             del model, x, y
             gc.collect()
-    with open("/proc/self/maps") as maps:  # freed models unmap their files
-        if any(panels in line for line in maps):
-            sys.exit(f"leak_check: {panels} is still mapped after its models were freed")
+    from tinymnet.bundled import resolve
+
+    # freed models unmap their files (the bundled ones too: their 8-bit one-pixel layers read
+    # their weights in place)
+    files = [os.path.basename(resolve(n)) for n in names]
+    with open("/proc/self/maps") as maps:
+        still = sorted({f for line in maps for f in files if f in line})
+    if still:
+        sys.exit(f"leak_check: {', '.join(still)} still mapped after their models were freed")
     os.remove(panels)
     print(f"leak_check: {iterations} x load/run/free of {', '.join(names)}", flush=True)
 

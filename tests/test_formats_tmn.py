@@ -388,3 +388,39 @@ def test_squeeze_excite_runs_on_8bit_weights(tmp_path, signed):
     float_bytes = 4 * 2 * (17 * 37 + 3 * 19)
     f1 = tinymnet.load(tmp_path / "f.tmn", threads=1)
     assert f1.weight_bytes - q1.weight_bytes >= 0.5 * float_bytes, (f1.weight_bytes, q1.weight_bytes)
+
+
+def test_8bit_one_pixel_weights_are_read_in_place(tmp_path):
+    """The 8-bit weights of one-pixel layers are read where they lie in the mapped file (the
+    kernel takes them row-major, as stored): nothing is packed or copied, rows of any length
+    (short rows interleaved, long ones streamed one by one, odd tails) give the reference's
+    results, and the model keeps working after its file is replaced and deleted."""
+    from tinymnet.graph import GraphBuilder
+
+    b = GraphBuilder("long", (4, 4, 3))
+    x = b.conv2d(b.input, "stem", 300, 3, stride=2, padding=1, bias=True)
+    x = b.add("global_avg_pool", [x], "gap")                               # 1x1x300
+    x = b.conv2d(x, "conv_2", 1030, 1, bias=True, activation="hardswish")  # k = 300
+    x = b.add("flatten", [x], "flat")
+    x = b.linear(x, "logits", 37)                                          # k = 1030
+    g = b.build([x])
+    w = g.params["logits.weight"]
+    scale = np.float32(np.abs(w).max() / 120)
+    quant = {"conv_2.weight": quantize_per_channel(g.params["conv_2.weight"]),
+             "logits.weight": QuantizedTensor(np.clip(np.round(w / scale), -128, 127).astype(np.int8),
+                                              np.array([scale], np.float32),
+                                              np.array([0], np.int32), 0)}
+    path = tmp_path / "q.tmn"
+    save_tmn(path, g, quantized=quant, optimize=True)
+    x = np.random.default_rng(3).standard_normal((2, 4, 4, 3)).astype(np.float32)
+    ref = run_reference(load_tmn(path).graph, x)
+    model = tinymnet.load(path, threads=1)
+    y = model(x)
+    assert np.max(np.abs(y - ref)) <= 1e-5 * np.max(np.abs(ref))
+    np.testing.assert_array_equal(tinymnet.load(path, threads=2)(x), y)
+    assert model.mapped_weight_bytes >= 300 * 1030 + 1030 * 37
+    save_tmn(tmp_path / "new.tmn", g, optimize=True)  # float weights this time
+    os.replace(tmp_path / "new.tmn", path)  # as `tinymnet convert` replaces a file
+    np.testing.assert_array_equal(model(x), y)
+    os.remove(path)
+    np.testing.assert_array_equal(model(x), y)

@@ -135,32 +135,27 @@ void pack_stem_weights(const float* w, const float* bias, int32_t cout, int32_t 
                        float* packed);
 
 // ---------------------------------------------------------------------------------------------
-// GEMV on 8-bit weights: y[n] = act(bias[n] + scale[n] * sum_k x[k] * (q[n, k] - zero[n])).
+// GEMV on 8-bit weights: y[j] = act(bias[j] + scale[j] * sum_k x[k] * (q[j, k] - zero[j])).
 // For layers that see one pixel (classifiers, V3's last 1x1 conv, squeeze-excite FCs) whose
 // weights a file stores in 8 bits: the weights stay 8-bit in memory, 4x fewer bytes for a
-// kernel that only streams them. q - zero is exact in float32 (|q - zero| <= 255) and the scale applies once per sum,
-// so results differ from the float32 GEMM on dequantized weights only by rounding.
-//
-// Packed layout: panels of nr columns (the ISA's gemm_nr), each 3 * nr floats (scale, zero
-// point, bias of its columns; zeros past n) then k rows of nr bytes, padded to 64 bytes.
+// kernel that only streams them. q is row-major (n, k), as a .tmn file stores a linear or 1x1
+// conv weight quantized per output channel or per tensor, so the kernel reads it where it lies
+// in the mapped file: nothing to pack, no fresh memory at load. Each output is the dot product
+// of x with its row. q - zero is exact in float32 (|q - zero| <= 255) and the scale applies
+// once per sum, so results differ from the float32 GEMM on dequantized weights only by
+// rounding.
 struct GemvQ8Args {
-  int32_t k = 0, n = 0;
+  int32_t k = 0;
   const float* x = nullptr;           // k floats
-  const unsigned char* packed = nullptr;
+  const unsigned char* q = nullptr;   // row j (k bytes) at q + j * k
   bool is_signed = false;             // int8 (else uint8) values
-  float* y = nullptr;                 // columns [col_begin, col_end) written
-  int32_t col_begin = 0, col_end = 0; // col_begin a multiple of nr
+  const float* scale = nullptr;       // per output j: scale[j], zero[j] (the zero point, an
+  const float* zero = nullptr;        // integer, as a float) and bias[j] (bias may be null)
+  const float* bias = nullptr;
+  float* y = nullptr;                 // outputs [row_begin, row_end) written
+  int32_t row_begin = 0, row_end = 0;
   Activation act;
 };
-inline int64_t gemv_q8_panel_bytes(int32_t k, int32_t nr) {
-  return (static_cast<int64_t>(3 * sizeof(float)) * nr + static_cast<int64_t>(k) * nr + 63) /
-         64 * 64;
-}
-// q: (n, k) row major, 8-bit; scale / zero: one per output column, or one for all
-// (per_column = false); bias may be null.
-void pack_gemv_q8(const unsigned char* q, const float* scale, const int32_t* zero,
-                  bool per_column, const float* bias, int32_t k, int32_t n, int32_t nr,
-                  unsigned char* packed);
 
 // ---------------------------------------------------------------------------------------------
 // Pooling over one image (NHWC, same ld conventions as DwconvArgs).
@@ -188,7 +183,7 @@ struct KernelTable {
   int32_t dwconv_cb;    // channel block of pack_dwconv_weights for dwconv
   int32_t stem_cb;      // channel block of pack_stem_weights for stem
   void (*gemm)(const GemmArgs&);
-  void (*gemv_q8)(const GemvQ8Args&);  // packed by pack_gemv_q8 with gemm_nr
+  void (*gemv_q8)(const GemvQ8Args&);
   void (*dwconv)(const DwconvArgs&);
   void (*stem)(const StemArgs&);
   void (*pool)(const PoolArgs&);

@@ -37,6 +37,9 @@ struct Vec {
   // n in [0, kLanes]: lanes >= n read as 0 / are not written.
   static Vec load_partial(const float* p, int n) { return {_mm512_maskz_loadu_ps(mask(n), p)}; }
   static void store_partial(float* p, Vec a, int n) { _mm512_mask_storeu_ps(p, mask(n), a.v); }
+  // Lanes 0-3 only (no masks): load4's other lanes are unspecified, store4 writes 4 floats.
+  static Vec load4(const float* p) { return {_mm512_castps128_ps512(_mm_loadu_ps(p))}; }
+  static void store4(float* p, Vec a) { _mm_storeu_ps(p, _mm512_castps512_ps128(a.v)); }
   static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static Vec add(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
   static Vec sub(Vec a, Vec b) { return {_mm512_sub_ps(a.v, b.v)}; }
@@ -50,6 +53,16 @@ struct Vec {
   static Vec max(Vec a, Vec b) { return {_mm512_max_ps(a.v, b.v)}; }
   static Vec min(Vec a, Vec b) { return {_mm512_min_ps(a.v, b.v)}; }
   static float reduce_add(Vec a) { return _mm512_reduce_add_ps(a.v); }
+  // Lanes 0-3: the sums of a, b, c and d (lanes 4+ zero).
+  static Vec reduce_add4(Vec a, Vec b, Vec c, Vec d) {
+    const __m256 ab = _mm256_hadd_ps(fold(a.v), fold(b.v)), cd = _mm256_hadd_ps(fold(c.v), fold(d.v));
+    const __m256 abcd = _mm256_hadd_ps(ab, cd);  // each 128-bit half: parts of a, b, c, d
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+    return {_mm512_insertf32x4(_mm512_setzero_ps(), s, 0)};
+  }
+  static __m256 fold(__m512 v) {  // the sum of the two 256-bit halves
+    return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  }
 };
 
 #elif defined(__AVX2__)
@@ -66,6 +79,10 @@ struct Vec {
   }
   static Vec load_partial(const float* p, int n) { return {_mm256_maskload_ps(p, mask(n))}; }
   static void store_partial(float* p, Vec a, int n) { _mm256_maskstore_ps(p, mask(n), a.v); }
+  // Lanes 0-3 only (no masks: AMD's masked moves are slow): load4's other lanes are
+  // unspecified, store4 writes 4 floats.
+  static Vec load4(const float* p) { return {_mm256_castps128_ps256(_mm_loadu_ps(p))}; }
+  static void store4(float* p, Vec a) { _mm_storeu_ps(p, _mm256_castps256_ps128(a.v)); }
   static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
   static Vec add(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
   static Vec sub(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
@@ -82,6 +99,13 @@ struct Vec {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+  }
+  // Lanes 0-3: the sums of a, b, c and d (lanes 4+ zero).
+  static Vec reduce_add4(Vec a, Vec b, Vec c, Vec d) {
+    const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a.v, b.v), _mm256_hadd_ps(c.v, d.v));
+    // each 128-bit half holds parts of a, b, c, d
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+    return {_mm256_insertf128_ps(_mm256_setzero_ps(), s, 0)};
   }
 };
 
@@ -119,6 +143,9 @@ struct Vec {
       default: break;
     }
   }
+  // Lanes 0-3: the whole vector here.
+  static Vec load4(const float* p) { return {vld1q_f32(p)}; }
+  static void store4(float* p, Vec a) { vst1q_f32(p, a.v); }
   static Vec fmadd(Vec a, Vec b, Vec c) { return {vfmaq_f32(c.v, a.v, b.v)}; }
   static Vec add(Vec a, Vec b) { return {vaddq_f32(a.v, b.v)}; }
   static Vec sub(Vec a, Vec b) { return {vsubq_f32(a.v, b.v)}; }
@@ -134,6 +161,10 @@ struct Vec {
   static Vec max(Vec a, Vec b) { return {vmaxq_f32(a.v, b.v)}; }
   static Vec min(Vec a, Vec b) { return {vminq_f32(a.v, b.v)}; }
   static float reduce_add(Vec a) { return vaddvq_f32(a.v); }
+  // The sums of a, b, c and d.
+  static Vec reduce_add4(Vec a, Vec b, Vec c, Vec d) {
+    return {vpaddq_f32(vpaddq_f32(a.v, b.v), vpaddq_f32(c.v, d.v))};
+  }
 };
 
 #endif

@@ -383,16 +383,27 @@ Linear::Linear(const WeightSource& weight, const float* bias, int32_t out_featur
 
 Linear::Linear(const QuantizedWeights& weight, const float* bias, int32_t out_features,
                int32_t in_features, Activation act, Isa isa)
-    : table_(&kernel_table(isa)), out_(out_features), in_(in_features), act_(act), q8_(true),
+    : table_(&kernel_table(isa)), out_(out_features), in_(in_features), act_(act), is_q8_(true),
       q8_signed_(weight.is_signed) {
   require(out_features > 0 && in_features > 0, "features must be positive");
   require(weight.q && weight.scale && weight.zero,
           "8-bit weights need values, scales and zero points");
-  const int32_t nr = table_->gemm_nr;
-  const int64_t bytes = gemv_q8_panel_bytes(in_, nr) * ((out_ + nr - 1) / nr);
-  packed_ = AlignedFloats((bytes + 3) / 4);
-  pack_gemv_q8(weight.q, weight.scale, weight.zero, weight.per_feature, bias, in_, out_, nr,
-               reinterpret_cast<unsigned char*>(packed_.data()));
+  packed_ = AlignedFloats(3 * static_cast<int64_t>(out_));
+  float* p = packed_.data();
+  for (int32_t j = 0; j < out_; ++j) {
+    const int32_t c = weight.per_feature ? j : 0;
+    p[j] = weight.scale[c];
+    p[out_ + j] = static_cast<float>(weight.zero[c]);
+    p[2 * out_ + j] = bias ? bias[j] : 0.0f;
+  }
+  const int64_t bytes = static_cast<int64_t>(out_) * in_, floats = (bytes + 3) / 4;
+  if (weight.owner) {  // used where it lies, kept alive by the owner
+    q8_ = AlignedFloats::borrowed(reinterpret_cast<const float*>(weight.q), floats, weight.owner);
+    if (current_pool) current_pool->add_mapped(bytes);
+  } else {
+    q8_ = AlignedFloats(floats);
+    std::memcpy(q8_.data(), weight.q, static_cast<size_t>(bytes));
+  }
 }
 
 void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows) const {
@@ -403,14 +414,15 @@ int32_t Linear::column_block() const { return table_->gemm_nr; }
 
 void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows,
                  int32_t col_begin, int32_t col_end) const {
-  if (q8_) {
+  if (is_q8_) {
     require(0 <= col_begin && col_begin <= col_end && col_end <= out_ &&
                 col_begin % table_->gemm_nr == 0, "output column range");
     GemvQ8Args a;
-    a.k = in_, a.n = out_;
-    a.packed = reinterpret_cast<const unsigned char*>(packed_.data());
+    a.k = in_;
+    a.q = reinterpret_cast<const unsigned char*>(q8_.data());
     a.is_signed = q8_signed_;
-    a.col_begin = col_begin, a.col_end = col_end;
+    a.scale = packed_.data(), a.zero = a.scale + out_, a.bias = a.zero + out_;
+    a.row_begin = col_begin, a.row_end = col_end;
     a.act = act_;
     for (int64_t i = 0; i < rows; ++i) {
       a.x = x + i * ldx, a.y = y + i * ldy;

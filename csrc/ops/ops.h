@@ -172,11 +172,14 @@ class Conv2d {
 // 8-bit weights (out, in), uint8 or int8, real value (q - zero[c]) * scale[c] with c the
 // output feature (per_feature) or one pair for all.
 struct QuantizedWeights {
-  const unsigned char* q = nullptr;
+  const unsigned char* q = nullptr;  // (out, in) row major
   bool is_signed = false;
   const float* scale = nullptr;
   const int32_t* zero = nullptr;
   bool per_feature = false;
+  // What keeps q alive where it lies (a mapped .tmn file): the op then reads it in place.
+  // Null: the op keeps a copy.
+  std::shared_ptr<const void> owner;
 };
 
 // y = act(x W^T + b) for a batch of rows: x (m, in) with row stride ldx, y (m, out) / ldy.
@@ -186,7 +189,8 @@ class Linear {
   Linear(const WeightSource& weight, const float* bias, int32_t out_features, int32_t in_features,
          Activation act, Isa isa);
   // 8-bit weights kept 8-bit (KernelTable::gemv_q8, one row at a time): for the layers that see
-  // one pixel, which would otherwise stream 4x the bytes once per image.
+  // one pixel, which would otherwise stream 4x the bytes once per image. Read in place when
+  // weight.owner keeps them alive.
   Linear(const QuantizedWeights& weight, const float* bias, int32_t out_features,
          int32_t in_features, Activation act, Isa isa);
   void run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows) const;
@@ -201,8 +205,10 @@ class Linear {
   const KernelTable* table_;
   int32_t out_, in_;
   Activation act_;
-  AlignedFloats packed_;    // GEMM panels, or pack_gemv_q8 bytes
-  bool q8_ = false;         // 8-bit weights
+  AlignedFloats packed_;    // GEMM panels, or for 8-bit weights each output's scale, zero
+                            // point and bias (3 x out_features floats)
+  AlignedFloats q8_;        // 8-bit weights (out, in) as bytes: borrowed from the file, or a copy
+  bool is_q8_ = false;
   bool q8_signed_ = false;
 };
 

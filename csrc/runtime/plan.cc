@@ -123,7 +123,7 @@ std::shared_ptr<Linear> make_linear_q8(const ParamView& w, const ParamView& b, i
   QuantizedWeights q;
   q.per_feature = w.q_channels == out && w.q_inner == in;
   if (w.q_channels != 1 && !q.per_feature) return nullptr;
-  q.q = w.q, q.is_signed = w.q_signed, q.scale = w.scale, q.zero = w.zero_point;
+  q.q = w.q, q.is_signed = w.q_signed, q.scale = w.scale, q.zero = w.zero_point, q.owner = w.owner;
   return std::make_shared<Linear>(q, b.floats(scratch[1]), out, in, act, isa);
 }
 

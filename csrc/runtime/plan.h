@@ -39,6 +39,7 @@ struct ParamView {
   int64_t q_channels = 1;  // 1: one scale for the whole tensor
   int64_t q_inner = 1;     // elements after the axis: element i has channel (i / q_inner) % q_channels
   PackedGemmWeights packed;  // float32 weights stored as GEMM panels instead (data null)
+  std::shared_ptr<const void> owner;  // keeps data / q / scale / zero_point alive (the mapping)
 
   int64_t size() const;
   bool present() const { return data || q || packed.panels; }

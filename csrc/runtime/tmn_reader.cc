@@ -378,6 +378,7 @@ TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
     view.zero_point = reinterpret_cast<const int32_t*>(data + z.offset);
     view.q_channels = s.count;
     view.q_inner = inner;
+    view.owner = map_;
     params_[name] = std::move(view);
   }
 }

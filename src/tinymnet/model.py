@@ -102,7 +102,8 @@ class Model:
 
     @property
     def mapped_weight_bytes(self) -> int:
-        """Bytes of packed weights used in place from the mapped model file (not copied)."""
+        """Bytes of weights used in place from the mapped model file (not copied): GEMM panels
+        stored for this CPU and 8-bit weights of one-pixel layers."""
         return self._compiled.mapped_weight_bytes
 
     def __call__(self, x, layout: str = "NHWC"):
@@ -123,8 +124,9 @@ def load(model=None, threads: Optional[int] = None) -> Model:
     (None = the physical cores).
 
     A .tmn whose GEMM weights are stored packed for this CPU (``tinymnet convert`` writes
-    them so) stays mapped while the model lives, its weights used in place: replace such a
-    file by renaming a new one over it, not by rewriting it in place.
+    them so) or that has 8-bit one-pixel layers (the bundled models) stays mapped while the
+    model lives, those weights used in place: replace such a file by renaming a new one over
+    it, not by rewriting it in place.
     """
     path = resolve(model)
     name = None if model is None or os.path.exists(os.fspath(model)) else os.fspath(model)

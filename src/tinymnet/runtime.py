@@ -85,14 +85,15 @@ class CompiledModel:
 
     @property
     def weight_bytes(self) -> int:
-        """Bytes of the packed weights the plan runs on (8-bit weights of one-pixel layers
-        stay 8-bit), not counting those used in place from the file (mapped_weight_bytes)."""
+        """Bytes of the packed weights the plan holds in memory, not counting those it uses in
+        place from the file (mapped_weight_bytes)."""
         return self._plan.weight_bytes
 
     @property
     def mapped_weight_bytes(self) -> int:
-        """Bytes of packed weights the plan uses where they lie in the mapped .tmn file (a file
-        storing them packed for this CPU, see ``tinymnet convert --gemm-panels``)."""
+        """Bytes of weights the plan uses where they lie in the mapped .tmn file: GEMM panels
+        stored for this CPU (``tinymnet convert --gemm-panels``) and the 8-bit weights of
+        one-pixel layers (classifiers, squeeze-excite FCs), which the kernels read as stored."""
         return self._plan.mapped_weight_bytes
 
     @property

@@ -187,7 +187,7 @@ void test_gemm(const KernelTable& t, const KernelTable& ref) {
 
 // ------------------------------------------------------------------------------ GEMV, 8-bit weights
 void test_gemv_q8(const KernelTable& t, const KernelTable& ref) {
-  const int32_t ks[] = {1, 3, 7, 17, 33, 64};
+  const int32_t ks[] = {1, 3, 7, 17, 33, 48, 64, 130, 256, 257, 300, 1030};  // short, long rows
   const int32_t ns[] = {1, 3, 7, 16, 17, 33, 40, 100};
   for (int32_t k : ks)
     for (int32_t n : ns) {
@@ -205,19 +205,27 @@ void test_gemv_q8(const KernelTable& t, const KernelTable& ref) {
               std::vector<int32_t> zero(scale.size());
               for (int32_t& z : zero)
                 z = static_cast<int32_t>(rng.next(is_signed ? -20.0f : 100.0f, is_signed ? 20.0f : 150.0f));
+              // The kernel takes one scale / zero point / bias per output (the op expands
+              // per-tensor values).
+              std::vector<float> s(n), z(n);
+              for (int32_t j = 0; j < n; ++j) {
+                s[j] = scale[per_column ? j : 0];
+                z[j] = static_cast<float>(zero[per_column ? j : 0]);
+              }
               std::vector<float> outs[2];
               const KernelTable* tables[2] = {&t, &ref};
               for (int i = 0; i < 2; ++i) {
-                const int32_t nr = tables[i]->gemm_nr;
-                std::vector<unsigned char> packed(
-                    static_cast<size_t>(gemv_q8_panel_bytes(k, nr) * ((n + nr - 1) / nr)));
-                pack_gemv_q8(q.data(), scale.data(), zero.data(), per_column, bias.data(), k, n,
-                             nr, packed.data());
                 outs[i] = out_buffer(n);
                 GemvQ8Args g;
-                g.k = k, g.n = n, g.x = x.data(), g.packed = packed.data();
-                g.is_signed = is_signed, g.y = outs[i].data(), g.col_begin = 0, g.col_end = n;
+                g.k = k, g.x = x.data(), g.q = q.data(), g.is_signed = is_signed;
+                g.scale = s.data(), g.zero = z.data();
+                g.bias = n % 2 ? nullptr : bias.data();  // no bias: zeros
+                g.y = outs[i].data();
                 g.act.kind = act;
+                // Rows in two calls split at an odd row: no output depends on the split.
+                g.row_begin = 0, g.row_end = n / 3;
+                tables[i]->gemv_q8(g);
+                g.row_begin = n / 3, g.row_end = n;
                 tables[i]->gemv_q8(g);
               }
               char what[160];

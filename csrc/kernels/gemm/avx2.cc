@@ -5,5 +5,5 @@
 namespace tmn {
 static_assert(2 * Vec::kLanes == kAvx2GemmNR, "panel width must match packing");
 void gemm_avx2(const GemmArgs& args) { gemm_simd<6, 2>(args); }
-void gemv_q8_avx2(const GemvQ8Args& args) { gemv_q8_simd<2>(args); }
+void gemv_q8_avx2(const GemvQ8Args& args) { gemv_q8_simd(args); }
 }  // namespace tmn

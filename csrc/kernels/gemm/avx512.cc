@@ -9,5 +9,5 @@
 namespace tmn {
 static_assert(2 * Vec::kLanes == kAvx512GemmNR, "panel width must match packing");
 void gemm_avx512(const GemmArgs& args) { gemm_simd<12, 2, 13>(args); }
-void gemv_q8_avx512(const GemvQ8Args& args) { gemv_q8_simd<2>(args); }
+void gemv_q8_avx512(const GemvQ8Args& args) { gemv_q8_simd(args); }
 }  // namespace tmn

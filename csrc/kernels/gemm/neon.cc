@@ -5,5 +5,5 @@
 namespace tmn {
 static_assert(4 * Vec::kLanes == kNeonGemmNR, "panel width must match packing");
 void gemm_neon(const GemmArgs& args) { gemm_simd<6, 4>(args); }
-void gemv_q8_neon(const GemvQ8Args& args) { gemv_q8_simd<4>(args); }
+void gemv_q8_neon(const GemvQ8Args& args) { gemv_q8_simd(args); }
 }  // namespace tmn

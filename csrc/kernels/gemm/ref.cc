@@ -33,24 +33,6 @@ inline void transpose4(const float* s0, const float* s1, const float* s2, const 
   store4(dst + 3 * ld, __builtin_shufflevector(t1, t3, 2, 3, 6, 7));
 }
 
-// dst[i * ld + j] = src_j[i] for 16 x 16 bytes: four rounds of interleaving rows j and j + 8
-// transpose the block (as a perfect shuffle done log2(16) times), 64 byte shuffles in all.
-typedef unsigned char U8x16 __attribute__((vector_size(16)));
-inline void transpose16_bytes(const unsigned char* const* src, unsigned char* dst, int64_t ld) {
-  U8x16 x[16], y[16];
-  for (int j = 0; j < 16; ++j) std::memcpy(&x[j], src[j], 16);
-  for (int round = 0; round < 4; ++round) {
-    for (int i = 0; i < 8; ++i) {
-      y[2 * i] = __builtin_shufflevector(x[i], x[i + 8], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5,
-                                         21, 6, 22, 7, 23);
-      y[2 * i + 1] = __builtin_shufflevector(x[i], x[i + 8], 8, 24, 9, 25, 10, 26, 11, 27, 12,
-                                             28, 13, 29, 14, 30, 15, 31);
-    }
-    std::memcpy(x, y, sizeof x);
-  }
-  for (int i = 0; i < 16; ++i) std::memcpy(dst + i * ld, &x[i], 16);
-}
-
 }  // namespace
 
 void pack_gemm_weights(const float* w, const float* bias, int32_t k, int32_t n, int32_t nr,
@@ -121,61 +103,16 @@ void gemm_scalar(const GemmArgs& g) {
   }
 }
 
-void pack_gemv_q8(const unsigned char* q, const float* scale, const int32_t* zero,
-                  bool per_column, const float* bias, int32_t k, int32_t n, int32_t nr,
-                  unsigned char* packed) {
-  const int64_t panel_bytes = gemv_q8_panel_bytes(k, nr);
-  for (int32_t n0 = 0; n0 < n; n0 += nr, packed += panel_bytes) {
-    const int32_t cols = std::min(nr, n - n0);
-    std::memset(packed, 0, static_cast<size_t>(panel_bytes));
-    float head[3 * 64] = {};  // nr <= 64
-    for (int32_t j = 0; j < cols; ++j) {
-      const int32_t c = per_column ? n0 + j : 0;
-      head[j] = scale[c];
-      head[nr + j] = static_cast<float>(zero[c]);
-      head[2 * nr + j] = bias ? bias[n0 + j] : 0.0f;
-    }
-    std::memcpy(packed, head, sizeof(float) * 3 * nr);
-    unsigned char* w = packed + sizeof(float) * 3 * nr;
-    int32_t j = 0;
-    for (; j + 16 <= cols; j += 16) {  // 16 rows at a time: 16 x 16 byte transposes
-      const unsigned char* rows[16];
-      for (int32_t r = 0; r < 16; ++r) rows[r] = q + static_cast<int64_t>(n0 + j + r) * k;
-      int32_t kk = 0;
-      for (; kk + 16 <= k; kk += 16) {
-        const unsigned char* block[16];
-        for (int32_t r = 0; r < 16; ++r) block[r] = rows[r] + kk;
-        transpose16_bytes(block, w + static_cast<int64_t>(kk) * nr + j, nr);
-      }
-      for (; kk < k; ++kk)
-        for (int32_t r = 0; r < 16; ++r) w[static_cast<int64_t>(kk) * nr + j + r] = rows[r][kk];
-    }
-    for (; j < cols; ++j) {
-      const unsigned char* row = q + static_cast<int64_t>(n0 + j) * k;
-      for (int32_t kk = 0; kk < k; ++kk) w[static_cast<int64_t>(kk) * nr + j] = row[kk];
-    }
-  }
-}
-
 void gemv_q8_scalar(const GemvQ8Args& g) {
-  const int32_t nr = kScalarGemmNR;
-  const int64_t panel_bytes = gemv_q8_panel_bytes(g.k, nr);
-  for (int32_t c0 = g.col_begin; c0 < g.col_end; c0 += nr) {
-    const unsigned char* panel = g.packed + (c0 / nr) * panel_bytes;
-    float head[3 * kScalarGemmNR];
-    std::memcpy(head, panel, sizeof head);
-    const unsigned char* w = panel + sizeof head;
-    const int32_t cols = std::min(nr, g.col_end - c0);
-    for (int32_t j = 0; j < cols; ++j) {
-      float acc = 0.0f;
-      for (int32_t kk = 0; kk < g.k; ++kk) {
-        const unsigned char b = w[static_cast<int64_t>(kk) * nr + j];
-        const float v = g.is_signed ? static_cast<float>(static_cast<signed char>(b))
-                                    : static_cast<float>(b);
-        acc += g.x[kk] * (v - head[nr + j]);
-      }
-      g.y[c0 + j] = apply_activation(acc * head[j] + head[2 * nr + j], g.act);
+  for (int32_t j = g.row_begin; j < g.row_end; ++j) {
+    const unsigned char* q = g.q + static_cast<int64_t>(j) * g.k;
+    float acc = 0.0f;
+    for (int32_t kk = 0; kk < g.k; ++kk) {
+      const float v = g.is_signed ? static_cast<float>(static_cast<signed char>(q[kk]))
+                                  : static_cast<float>(q[kk]);
+      acc += g.x[kk] * (v - g.zero[j]);
     }
+    g.y[j] = apply_activation(acc * g.scale[j] + (g.bias ? g.bias[j] : 0.0f), g.act);
   }
 }
 
