@@ -128,8 +128,15 @@ def _info_graph(args):
         if args.resolution is not None:
             kwargs["resolution"] = args.resolution
         return build(target, **kwargs), target, False
+    from .bundled import bundled_names, resolve
+    from .fetch import MANIFEST as FETCHABLE
+
+    if target in bundled_names() or target in FETCHABLE:  # a model name: its .tmn file
+        args.target = resolve(target)  # says how to fetch one not downloaded yet
+        return _info_graph(args)
     raise TinymnetError(f"{target}: no such file, and not an arch name (known: "
-                        f"{', '.join(sorted(ARCHS))})")
+                        f"{', '.join(sorted(ARCHS))}) or a model name (bundled: "
+                        f"{', '.join(bundled_names())})")
 
 
 def _plot(graph, rows, path: str) -> None:
@@ -339,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "info", help="per-layer params, MACs and activation memory of a model",
-        description="Per-layer table of an arch name (mobilenet_v2, ...), a .tmn model or any "
-                    "file `tinymnet convert` reads.")
+        description="Per-layer table of an arch name (mobilenet_v2, ...), a model name "
+                    "(bundled or fetched), a .tmn model or any file `tinymnet convert` reads.")
     p.add_argument("target", metavar="NAME_OR_FILE")
     p.add_argument("--width", type=_positive_float, help="width multiplier of an arch name")
     p.add_argument("--resolution", type=_positive_int, help="input size")
