@@ -114,8 +114,8 @@ std::shared_ptr<Conv2d> make_conv(const json::Value& node, const ParamMap& param
 }
 
 // The 8-bit weight (out, in, ...) of a layer that sees one pixel (a classifier, V3's last 1x1
-// conv, a squeeze-excite FC) as a Linear that keeps it 8-bit: null unless the file stores it so, quantized per
-// output channel or per tensor.
+// conv, a squeeze-excite FC) as a Linear that keeps it 8-bit: null unless the file stores it
+// so, quantized per output channel or per tensor.
 std::shared_ptr<Linear> make_linear_q8(const ParamView& w, const ParamView& b, int32_t out,
                                        int32_t in, Activation act, Isa isa,
                                        AlignedFloats* scratch) {
@@ -125,6 +125,14 @@ std::shared_ptr<Linear> make_linear_q8(const ParamView& w, const ParamView& b, i
   if (w.q_channels != 1 && !q.per_feature) return nullptr;
   q.q = w.q, q.is_signed = w.q_signed, q.scale = w.scale, q.zero = w.zero_point, q.owner = w.owner;
   return std::make_shared<Linear>(q, b.floats(scratch[1]), out, in, act, isa);
+}
+
+// A fully connected layer (weight (out, in, ...)): on its 8-bit weights as stored when
+// make_linear_q8 takes them, else on float32 panels.
+std::shared_ptr<Linear> make_linear(const ParamView& w, const ParamView& b, int32_t out,
+                                    int32_t in, Activation act, Isa isa, AlignedFloats* scratch) {
+  if (auto q = make_linear_q8(w, b, out, in, act, isa, scratch)) return q;
+  return std::make_shared<Linear>(w.source(), b.floats(scratch[1]), out, in, act, isa);
 }
 
 // make_linear_q8 for a conv2d node if it is a 1x1 conv (no groups) of a 1x1 image whose output
@@ -551,10 +559,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
                                           " features, weight expects " + std::to_string(w.shape[1]));
     require(!b.present() || b.size() == w.shape[0], "bias size does not match the weight");
     const int32_t out = static_cast<int32_t>(w.shape[0]), in = static_cast<int32_t>(w.shape[1]);
-    fc = make_linear_q8(w, b, out, in, activation_attr(attrs), isa_, dequantized_);
-    if (!fc)
-      fc = std::make_shared<Linear>(w.source(), b.floats(dequantized_[1]), out, in,
-                                    activation_attr(attrs), isa_);
+    fc = make_linear(w, b, out, in, activation_attr(attrs), isa_, dequantized_);
   }
   if (fc) {
     y.h = 1, y.w = 1, y.c = fc->out_features();
@@ -598,16 +603,13 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     require((!b1.present() || b1.size() == s) && (!b2.present() || b2.size() == x.c),
             "SE bias sizes");
     // Each FC sees one pixel: 8-bit weights in the file stay 8-bit, as for classifiers.
-    auto fc = [&](const ParamView& w, const ParamView& b, int32_t out, int32_t in,
-                  const char* act, AlignedFloats* scratch) {
-      const Activation a = named_activation(attrs, act);
-      if (auto q = make_linear_q8(w, b, out, in, a, isa_, scratch)) return std::move(*q);
-      return Linear(w.source(), b.floats(scratch[1]), out, in, a, isa_);
-    };
     const int32_t squeeze = static_cast<int32_t>(s);
-    auto se = std::make_shared<SqueezeExcite>(fc(w1, b1, squeeze, x.c, "inner", dequantized_),
-                                              fc(w2, b2, x.c, squeeze, "gate", dequantized_ + 2),
-                                              isa_);
+    auto se = std::make_shared<SqueezeExcite>(
+        std::move(*make_linear(w1, b1, squeeze, x.c, named_activation(attrs, "inner"), isa_,
+                               dequantized_)),
+        std::move(*make_linear(w2, b2, x.c, squeeze, named_activation(attrs, "gate"), isa_,
+                               dequantized_ + 2)),
+        isa_);
     // Three steps: the pool (on the caller) and the reduce FC split by output features, the
     // expand FC likewise (at 7x7 their weights, not the pixels, are most of the work), then
     // the scaling split by rows. The same kernels on the same data as SqueezeExcite::run.
