@@ -88,6 +88,7 @@ const float* WeightSource::all(int64_t count, std::vector<float>& scratch) const
 
 AlignedFloats AlignedFloats::borrowed(const float* data, int64_t count,
                                      std::shared_ptr<const void> owner) {
+  if (current_pool) current_pool->add_mapped(count * static_cast<int64_t>(sizeof(float)));
   AlignedFloats a;
   a.data_ = std::unique_ptr<float[], FreeUnlessPooled>(const_cast<float*>(data),
                                                        FreeUnlessPooled{true});
@@ -112,10 +113,7 @@ static AlignedFloats gemm_panels(const WeightSource& w, const float* bias, int32
       for (int32_t j = 0; j < std::min(nr, n - n0) && same_bias; ++j)
         same_bias = row[j] == (bias ? bias[n0 + j] : 0.0f);
     }
-    if (same_bias) {
-      if (current_pool) current_pool->add_mapped(floats * static_cast<int64_t>(sizeof(float)));
-      return AlignedFloats::borrowed(p.panels, floats, p.owner);
-    }
+    if (same_bias) return AlignedFloats::borrowed(p.panels, floats, p.owner);
   }
   AlignedFloats packed(floats);
   if (w.data) {
@@ -397,9 +395,8 @@ Linear::Linear(const QuantizedWeights& weight, const float* bias, int32_t out_fe
     p[2 * out_ + j] = bias ? bias[j] : 0.0f;
   }
   const int64_t bytes = static_cast<int64_t>(out_) * in_, floats = (bytes + 3) / 4;
-  if (weight.owner) {  // used where it lies, kept alive by the owner
+  if (weight.owner) {  // used where it lies
     q8_ = AlignedFloats::borrowed(reinterpret_cast<const float*>(weight.q), floats, weight.owner);
-    if (current_pool) current_pool->add_mapped(bytes);
   } else {
     q8_ = AlignedFloats(floats);
     std::memcpy(q8_.data(), weight.q, static_cast<size_t>(bytes));

@@ -66,8 +66,8 @@ class AlignedFloats {
   float* data() { return data_.get(); }
   const float* data() const { return data_.get(); }
   int64_t size() const { return size_; }
-  // Read-only storage owned elsewhere (packed weights inside a mapped .tmn file), kept alive
-  // by `owner` for as long as this object lives.
+  // Read-only storage owned elsewhere (weights inside a mapped .tmn file), kept alive by
+  // `owner` for as long as this object lives; counted as mapped by the current WeightPool.
   static AlignedFloats borrowed(const float* data, int64_t count, std::shared_ptr<const void> owner);
 
  private:

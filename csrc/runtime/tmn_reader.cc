@@ -334,6 +334,7 @@ TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
     if (name.find('#') != std::string::npos) continue;  // quantization params, read below
     const TensorInfo t = info(name);
     ParamView view;
+    view.owner = map_;
     view.shape = t.shape;
     const json::Value* scale_name = meta.is_object() ? meta.find("scale") : nullptr;
     if (!scale_name) {
@@ -378,7 +379,6 @@ TmnFile::TmnFile(const std::string& path, bool verify_crc) : path_(path) {
     view.zero_point = reinterpret_cast<const int32_t*>(data + z.offset);
     view.q_channels = s.count;
     view.q_inner = inner;
-    view.owner = map_;
     params_[name] = std::move(view);
   }
 }

@@ -279,9 +279,21 @@ TMN_GEMM_INLINE Vec load_rows(const float* p) {
   return Vec::load_partial(p, R);
 }
 
+// acc + x * (q[0 .. L) - zero): one vector of a row's dot product.
 template <bool Signed>
-TMN_GEMM_INLINE float q8_value(unsigned char b) {
-  return Signed ? static_cast<float>(static_cast<signed char>(b)) : static_cast<float>(b);
+TMN_GEMM_INLINE Vec q8_fmadd(Vec x, const unsigned char* q, Vec zero, Vec acc) {
+  return Vec::fmadd(x, Vec::sub(Vec::load_q8<Signed>(q), zero), acc);
+}
+
+// sum over k in [from, to) of x[k] * (row[k] - zero): the scalar tail of a row.
+template <bool Signed>
+TMN_GEMM_INLINE float q8_dot_tail(const float* x, const unsigned char* row, int32_t from,
+                                  int32_t to, float zero) {
+  float sum = 0.0f;
+  for (int32_t t = from; t < to; ++t)
+    sum += x[t] * ((Signed ? static_cast<float>(static_cast<signed char>(row[t]))
+                           : static_cast<float>(row[t])) - zero);
+  return sum;
 }
 
 // y[j0 .. j0 + R) from the rows' partial sums (lanes) and the sums of their last k % L.
@@ -322,23 +334,23 @@ TMN_GEMM_INLINE void gemv_q8_short_rows(const GemvQ8Args& g, int32_t j0, const V
     const Vec x0 = Vec::load(g.x + kk), x1 = Vec::load(g.x + kk + L);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      acc[0][r] = Vec::fmadd(x0, Vec::sub(Vec::load_q8<Signed>(q[r] + kk), zero[r]), acc[0][r]);
-      acc[1][r] = Vec::fmadd(x1, Vec::sub(Vec::load_q8<Signed>(q[r] + kk + L), zero[r]), acc[1][r]);
+      acc[0][r] = q8_fmadd<Signed>(x0, q[r] + kk, zero[r], acc[0][r]);
+      acc[1][r] = q8_fmadd<Signed>(x1, q[r] + kk + L, zero[r], acc[1][r]);
     }
   }
   if (kk + L <= g.k) {
     const Vec x0 = Vec::load(g.x + kk);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
-      acc[0][r] = Vec::fmadd(x0, Vec::sub(Vec::load_q8<Signed>(q[r] + kk), zero[r]), acc[0][r]);
+      acc[0][r] = q8_fmadd<Signed>(x0, q[r] + kk, zero[r], acc[0][r]);
     kk += L;
   }
   Vec sum[R];
-  float tail[R] = {};
+  float tail[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     sum[r] = Vec::add(acc[0][r], acc[1][r]);
-    for (int32_t t = kk; t < g.k; ++t) tail[r] += g.x[t] * (q8_value<Signed>(q[r][t]) - g.zero[j0 + r]);
+    tail[r] = q8_dot_tail<Signed>(g.x, q[r], kk, g.k, g.zero[j0 + r]);
   }
   gemv_q8_finish<R>(g, j0, sum, tail, kk < g.k, act);
 }
@@ -348,7 +360,7 @@ template <int R, bool Signed>
 TMN_GEMM_INLINE void gemv_q8_long_rows(const GemvQ8Args& g, int32_t j0, const VecActivation& act) {
   constexpr int L = Vec::kLanes;
   Vec sum[R];
-  float tail[R] = {};
+  float tail[R];
   int32_t kk = 0;
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
@@ -359,13 +371,12 @@ TMN_GEMM_INLINE void gemv_q8_long_rows(const GemvQ8Args& g, int32_t j0, const Ve
       __builtin_prefetch(row + kk + kGemvQ8Prefetch);  // 4 * L <= 64 bytes: every line
 #pragma GCC unroll 4
       for (int u = 0; u < 4; ++u)
-        acc[u] = Vec::fmadd(Vec::load(g.x + kk + u * L),
-                            Vec::sub(Vec::load_q8<Signed>(row + kk + u * L), zero), acc[u]);
+        acc[u] = q8_fmadd<Signed>(Vec::load(g.x + kk + u * L), row + kk + u * L, zero, acc[u]);
     }
     for (int u = 0; kk + L <= g.k; kk += L, ++u)
-      acc[u] = Vec::fmadd(Vec::load(g.x + kk), Vec::sub(Vec::load_q8<Signed>(row + kk), zero), acc[u]);
+      acc[u] = q8_fmadd<Signed>(Vec::load(g.x + kk), row + kk, zero, acc[u]);
     sum[r] = Vec::add(Vec::add(acc[0], acc[1]), Vec::add(acc[2], acc[3]));
-    for (int32_t t = kk; t < g.k; ++t) tail[r] += g.x[t] * (q8_value<Signed>(row[t]) - g.zero[j0 + r]);
+    tail[r] = q8_dot_tail<Signed>(g.x, row, kk, g.k, g.zero[j0 + r]);
   }
   gemv_q8_finish<R>(g, j0, sum, tail, kk < g.k, act);
 }
