@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinymnet import info
-from tinymnet.graph import run_reference
+from tinymnet.graph import GraphBuilder, run_reference
 from tinymnet.models import build
 from tinymnet.runtime import compile_graph, default_threads
 
@@ -125,6 +125,46 @@ def test_block_fusion_changes_memory_not_results(arch):
         fused = compile_graph(g, threads=threads)
         _close(fused(x), want, 1e-5)
     assert compile_graph(g, threads=1).arena_bytes <= plain.arena_bytes
+
+
+def test_convs_pad_the_pixels_of_1kb_multiples_between_them():
+    # A conv output of C = 256 channels read by a depthwise conv gets one spare cache line per
+    # pixel (256 + 16 floats): the arena holds it beside the depthwise output, which global
+    # average pooling reads, so that one stays dense.
+    b = GraphBuilder("pad", (8, 8, 256))
+    d = b.conv2d(b.conv2d(b.input, "pw", 256, 1, bias=True, activation="relu6"),
+                 "dw", 256, 3, padding=1, groups=256, bias=True)
+    g = b.build([b.linear(b.add("flatten", [b.add("global_avg_pool", [d], "gap")], "flat"),
+                          "fc", 10)])
+    x = np.random.default_rng(4).standard_normal((2, 8, 8, 256)).astype(np.float32)
+    for fuse in (True, False):
+        model = compile_graph(g, threads=1, fuse_blocks=fuse)
+        assert model.arena_bytes == 4 * 8 * 8 * ((256 + 16) + 256)
+        _close(model(x), run_reference(g, x))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_padded_pixels_give_the_reference(threads):
+    # 256/512-channel tensors between convs (padded; 1x1, depthwise k3/k5, stride 1 and 2, a
+    # residual, a fused chain) and beside readers that need dense pixels (add, squeeze-excite,
+    # concat, pooling, the output), on a non-square image.
+    b = GraphBuilder("padmix", (13, 9, 32))
+    a = b.conv2d(b.input, "a", 256, 1, bias=True, activation="relu6")
+    c = b.conv2d(b.conv2d(a, "b", 256, 3, padding=1, groups=256, bias=True), "c", 256, 1,
+                 bias=True, residual=a)
+    e = b.conv2d(b.conv2d(c, "d", 256, 3, stride=2, padding=1, groups=256, bias=True), "e", 512, 1,
+                 bias=True, activation="hardswish")
+    f = b.conv2d(e, "f", 512, 5, padding=2, groups=512, bias=True, activation="relu")
+    s = b.squeeze_excite(b.add("add", [f, e], "sum"), "se", 128)
+    t = b.conv2d(b.conv2d(b.conv2d(s, "x1", 1024, 1, bias=True, activation="relu6"), "x2", 1024, 3,
+                          padding=1, groups=1024, bias=True, activation="relu6"), "x3", 256, 1, bias=True)
+    u = b.add("concat", [t, b.conv2d(t, "y", 256, 1, bias=True)], "cat")
+    out = b.conv2d(b.conv2d(u, "z", 512, 3, stride=2, padding=1, groups=512, bias=True), "w", 256, 1)
+    g = b.build([out])
+    x = np.random.default_rng(6).standard_normal((3, 13, 9, 32)).astype(np.float32)
+    want = run_reference(g, x)
+    for fuse in (True, False):
+        _close(compile_graph(g, threads=threads, fuse_blocks=fuse)(x), want)
 
 
 def test_mobilenet_v2_224_runs_in_at_most_2_mib_of_activations():

@@ -92,6 +92,8 @@ class Plan {
   struct Tensor {
     int32_t h = 1, w = 1, c = 1;
     int64_t floats() const { return static_cast<int64_t>(h) * w * c; }
+    // Arena floats of a tensor with its own buffer (pixels ld apart; see pad_pixel_strides).
+    int64_t stored_floats() const { return static_cast<int64_t>(h) * w * (ld ? ld : c); }
     int alias_of = -1;        // flatten/reshape/dropout share their input's buffer; a concat
                               // input is a channel range of the concat's buffer:
     int32_t channel_offset = 0;  // ... starting at this channel of alias_of
@@ -121,6 +123,7 @@ class Plan {
   // Nodes as one fused step, `tile` final rows at a time, bands with `slack` (chain_layout).
   void add_chain(const std::vector<const json::Value*>& nodes, const ParamMap& params,
                  int32_t tile, int32_t slack);
+  void pad_pixel_strides();
   void plan_memory();
   void plan_concats(const std::vector<json::Value>& nodes, const std::string& output,
                     const ParamMap& params);
