@@ -97,7 +97,8 @@ class Plan {
     int alias_of = -1;        // flatten/reshape/dropout share their input's buffer; a concat
                               // input is a channel range of the concat's buffer:
     int32_t channel_offset = 0;  // ... starting at this channel of alias_of
-    int64_t ld = 0;              // ... with this pixel stride in floats (0: c)
+    int64_t ld = 0;              // ... with this pixel stride in floats (0: c); a tensor
+                                 // with its own buffer may be padded too (pad_pixel_strides)
     int first = 0, last = 0;  // steps that write it first / read it last
     int64_t offset = -1;      // in floats, within the arena
   };
