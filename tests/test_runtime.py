@@ -145,14 +145,16 @@ def test_convs_pad_the_pixels_of_1kb_multiples_between_them():
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_padded_pixels_give_the_reference(threads):
-    # 256/512-channel tensors between convs (padded; 1x1, depthwise k3/k5, stride 1 and 2, a
-    # residual, a fused chain) and beside readers that need dense pixels (add, squeeze-excite,
-    # concat, pooling, the output), on a non-square image.
+    # 256/512-channel tensors between convs (padded; 1x1, depthwise k3/k5, stride 1 and 2,
+    # residuals, a fused chain reading and writing them) and beside readers that need dense
+    # pixels (add, squeeze-excite, concat, the output), on a non-square image.
     b = GraphBuilder("padmix", (13, 9, 32))
     a = b.conv2d(b.input, "a", 256, 1, bias=True, activation="relu6")
     c = b.conv2d(b.conv2d(a, "b", 256, 3, padding=1, groups=256, bias=True), "c", 256, 1,
                  bias=True, residual=a)
-    e = b.conv2d(b.conv2d(c, "d", 256, 3, stride=2, padding=1, groups=256, bias=True), "e", 512, 1,
+    h = b.conv2d(b.conv2d(b.conv2d(c, "p1", 1024, 1, bias=True, activation="relu6"), "p2", 1024, 3,
+                          padding=1, groups=1024, bias=True), "p3", 256, 1, bias=True, residual=c)
+    e = b.conv2d(b.conv2d(h, "d", 256, 3, stride=2, padding=1, groups=256, bias=True), "e", 512, 1,
                  bias=True, activation="hardswish")
     f = b.conv2d(e, "f", 512, 5, padding=2, groups=512, bias=True, activation="relu")
     s = b.squeeze_excite(b.add("add", [f, e], "sum"), "se", 128)
@@ -164,7 +166,10 @@ def test_padded_pixels_give_the_reference(threads):
     x = np.random.default_rng(6).standard_normal((3, 13, 9, 32)).astype(np.float32)
     want = run_reference(g, x)
     for fuse in (True, False):
-        _close(compile_graph(g, threads=threads, fuse_blocks=fuse)(x), want)
+        model = compile_graph(g, threads=threads, fuse_blocks=fuse)
+        if threads == 1:  # p1 -> p2 -> p3 runs fused (as one step, named p1) at 1 thread
+            assert ("p2" in [name for name, _ in model.profile(x[:1], 1)]) != fuse
+        _close(model(x), want)
 
 
 def test_mobilenet_v2_224_runs_in_at_most_2_mib_of_activations():
