@@ -227,6 +227,27 @@ def test_conv2d_windows_entirely_in_the_padding_give_act_bias(isa, groups):
     assert_close_scaled(y[0, 0, 0], R.activation(b, "hardswish"))
 
 
+@KERNEL_SETTINGS
+@given(cin=st.sampled_from([3, 17, 64, 200]), cout=st.sampled_from([1, 7, 17, 24, 40, 48, 100]),
+       cuts=st.lists(st.integers(12, 80), min_size=1, max_size=4),
+       act=ACTIVATIONS, seed=SEEDS)
+def test_pointwise_cut_into_pixel_ranges_gives_the_bits_of_one_call(isa, cin, cout, cuts, act,
+                                                                   seed):
+    # A thread pool splits a 1x1 conv into pixel ranges of >= 12 pixels anywhere (two threads
+    # cut where the cores' speeds say): every output must be bit-identical to one call's, so
+    # the GEMM adds each row's sums in an order that does not depend on its tile height.
+    rng = rng_for(seed)
+    wt, b, kw = make_conv(dict(cin=cin, cout=cout, groups=1, kh=1, kw=1, stride=1, padding=0),
+                          rng, True, act)
+    conv = K.Conv2d(wt, b, **kw)
+    pixels = 12 * len(cuts) + sum(cuts)
+    x = randn(rng, (1, 1, pixels, cin))
+    want = conv(x)
+    bounds = np.cumsum([0] + cuts + [pixels - sum(cuts)])
+    got = np.concatenate([conv(x[:, :, a:e]) for a, e in zip(bounds[:-1], bounds[1:])], axis=2)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_conv2d_concurrent_calls_from_threads(isa):
     """Calls release the GIL; the same op used from several threads must give the same answers."""
     from concurrent.futures import ThreadPoolExecutor

@@ -43,18 +43,28 @@ def test_threads_and_batch_give_the_reference(v3s, batch, threads):
         np.testing.assert_allclose(model(batch[i:i + 1])[0], y[i], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2_100_224_tf", "mobilenet_v3_small_100_224_tf"])
+@pytest.mark.parametrize("name", ["mobilenet_v2_100_224_tf", "mobilenet_v3_small_100_224_tf",
+                                  "mobilenet_v1", "mobilenet_v3_large", "efficientnet_lite0",
+                                  "ghostnet", "mobilenext"])
 def test_one_image_gives_the_same_bits_on_any_thread_count(name):
-    # Steps split over threads by rows, by pixels (tasks of >= 12) or by output channels in
-    # whole weight panels. Not a property of every model: a part's GEMM row tiles can be
-    # shorter than one call's, and tiles under 8 rows sum K in another order; in these two
-    # models none is (before the pixel split, V3-Small's 7-pixel row tasks were: 3.8e-6 off).
+    # Steps split over threads by rows, by pixels (parts of >= 12, whose GEMM row tiles add
+    # each row's sums in the order of one call: see gemm_simd.h) or by output channels in whole
+    # weight panels; two threads move their cut with the cores' speeds, so calls repeat too.
+    # Fused chains split by rows; their 1x1 levels' row tiles are >= 4 rows at these widths.
     import tinymnet
 
-    x = np.random.default_rng(5).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
-    want = tinymnet.load(name, threads=1)(x)
+    if name.endswith("_tf"):
+        x = np.random.default_rng(5).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+        load = lambda threads: tinymnet.load(name, threads=threads)  # noqa: E731
+    else:
+        g = build(name, resolution=128, num_classes=10)
+        x = np.random.default_rng(5).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+        load = lambda threads: compile_graph(g, threads=threads)  # noqa: E731
+    want = load(1)(x)
     for threads in (2, 3):
-        assert np.array_equal(tinymnet.load(name, threads=threads)(x), want), f"{threads} threads"
+        model = load(threads)
+        for _ in range(3):
+            assert np.array_equal(model(x), want), f"{threads} threads"
 
 
 @pytest.mark.parametrize("threads, images", [(2, 5), (3, 7), (4, 4)])

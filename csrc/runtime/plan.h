@@ -133,6 +133,10 @@ class Plan {
   // Runs every step on one image; split = spread each step's rows over the pool.
   void run_image(const Frame& f, bool split, float* y);
   void run_step(const Frame& f, Step& step, bool split);
+  // With two threads: the step in two parts split at caller_share_ (see plan.cc), and the
+  // share updated from the parts' times once an image's steps have run.
+  void run_in_two(const Frame& f, Step& step);
+  void update_caller_share();
   void split_pointwise(Step& step, const std::shared_ptr<Conv2d>& conv, int xi, int ri, int yi,
                        const Tensor& y);
 
@@ -151,6 +155,8 @@ class Plan {
   std::vector<AlignedFloats> arenas_;  // [0] always; one per thread once a batch needs them
   ThreadPool pool_;
   std::mutex run_mutex_;
+  double caller_share_ = 0.5;              // of each split step, with two threads
+  double part_seconds_[2] = {0, 0}, part_work_[2] = {0, 0};  // this image's, per thread
   AlignedFloats dequantized_[4];  // 8-bit params of the node being packed (construction only)
 };
 

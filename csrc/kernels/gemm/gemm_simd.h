@@ -14,6 +14,9 @@
 // short GEMMs may use taller tiles (MRSmall, kSmallRows).
 // Tiles with fewer than kChains accumulators split K over several accumulator sets so FMAs do
 // not wait on each other (GEMV tiles of 1-2 rows: in contiguous parts, one weight stream each).
+// The split depends on the panel width only, once a tile has 4 rows or more: then every row's
+// sums are added in the same order whatever the tile heights, so a GEMM cut into row ranges
+// anywhere (a thread pool's parts of >= 12 rows) gives the bits of one call.
 //
 // Bias is the first row of each panel; the epilogue adds the residual and applies the
 // activation before the single store.
@@ -144,7 +147,7 @@ TMN_GEMM_INLINE void k_step(Vec (&acc)[R][NV], const float* w, const float* cons
 template <int R, int NV>
 TMN_GEMM_INLINE void gemm_tile(const GemmArgs& g, int64_t row, const float* panel, int32_t n0,
                                const VecActivation& act) {
-  constexpr int L = Vec::kLanes, NR = NV * L, S = k_splits(R * NV);
+  constexpr int L = Vec::kLanes, NR = NV * L, S = k_splits((R < 4 ? R : 4) * NV);
   // Rows are addressed as two halves from two bases sharing the same row offsets: a 12-row
   // tile then needs 5 offset registers instead of 11 (x86 has 15 usable GPRs).
   constexpr int H = (R + 1) / 2;
