@@ -1082,7 +1082,7 @@ void Plan::run_image(const Frame& f, bool split, float* y) {
     return;
   }
   for (auto& step : steps_) run_step(f, *step, split);
-  update_caller_share();
+  if (split) update_caller_share();  // (whole images run on several threads at once unsplit)
   std::memcpy(y, f.at(output_), sizeof(float) * tensors_[output_].floats());
 }
 
