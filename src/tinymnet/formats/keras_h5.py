@@ -73,12 +73,24 @@ def _text(v) -> str:
 
 
 def _attr(attrs, key, path, size):
-    """Read an attribute after checking its declared element count against the file size
-    (a corrupt header must not make h5py allocate for billions of elements)."""
+    """Read a string attribute (layer and weight names, model_config, keras_version, backend;
+    an empty one may have any type) after checking its type and declared size against the
+    file: a corrupt header must not make h5py allocate for billions of elements, and libhdf5
+    crashes (SIGSEGV) converting a string's heap data that a corrupt type message declares as
+    another variable-length type."""
+    from h5py import h5t
+
     aid = attrs.get_id(key)
-    if prod(aid.shape or ()) > size:
-        raise FormatError(f"attribute '{key}' declares {aid.shape} elements, more than the "
-                          "file could hold (corrupt header?)", path)
+    tid = aid.get_type()
+    count = prod(aid.shape or ())
+    if count and tid.get_class() != h5t.STRING:  # (Keras writes a layer without weights as [])
+        raise FormatError(f"attribute '{key}' is not a string (HDF5 type class "
+                          f"{tid.get_class()}; corrupt header?)", path)
+    fixed = count and not tid.is_variable_str()
+    if count > size or (fixed and count * tid.get_size() > size):
+        raise FormatError(f"attribute '{key}' declares {aid.shape} strings of "
+                          f"{tid.get_size()} bytes, more than the file could hold (corrupt "
+                          "header?)", path)
     return attrs[key]
 
 
