@@ -53,13 +53,14 @@ def test_one_image_gives_the_same_bits_on_any_thread_count(name):
     # Fused chains split by rows; their 1x1 levels' row tiles are >= 4 rows at these widths.
     import tinymnet
 
-    if name.endswith("_tf"):
-        x = np.random.default_rng(5).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
-        load = lambda threads: tinymnet.load(name, threads=threads)  # noqa: E731
-    else:
-        g = build(name, resolution=128, num_classes=10)
-        x = np.random.default_rng(5).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
-        load = lambda threads: compile_graph(g, threads=threads)  # noqa: E731
+    bundled = name.endswith("_tf")
+    size = 224 if bundled else 128
+    g = None if bundled else build(name, resolution=size, num_classes=10)
+
+    def load(threads):
+        return tinymnet.load(name, threads=threads) if bundled else compile_graph(g, threads=threads)
+
+    x = np.random.default_rng(5).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
     want = load(1)(x)
     for threads in (2, 3):
         model = load(threads)
