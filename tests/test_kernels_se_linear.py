@@ -45,6 +45,26 @@ def test_linear_classifier_sized(isa):
     assert_close_scaled(K.Linear(w, b, "hardswish")(xt), R.linear(xt, w, b, "hardswish"))
 
 
+@KERNEL_SETTINGS
+@given(n=st.integers(2, 19), fin=CHANNELS, fout=st.sampled_from([1, 3, 7, 8, 9, 16, 17, 33, 100]),
+       act=ACTIVATIONS, bias=st.booleans(), quantized=st.booleans(), seed=SEEDS)
+def test_linear_gives_each_row_of_a_batch_the_bits_it_gets_alone(isa, n, fin, fout, act, bias,
+                                                                 quantized, seed):
+    # A compiled model runs its classifier layers on a whole batch at once (batched_steps):
+    # an image's scores must not depend on the batch it came in. The GEMM's row tiles sum
+    # rows as a one-row call does (GemmArgs::gemv_order); the 8-bit GEMV takes the rows in turn.
+    rng = rng_for(seed)
+    b = randn(rng, (fout,)) if bias else None
+    if quantized:
+        q, scale, zero, _ = _quantized(rng, fout, fin, rng.random() < 0.5, rng.random() < 0.5)
+        op = K.QuantizedLinear(q, scale, zero, b, **act_kwargs(act))
+    else:
+        op = K.Linear(randn(rng, (fout, fin), fin**-0.5), b, **act_kwargs(act))
+    x = randn(rng, (n, fin))
+    alone = np.concatenate([op(x[i:i + 1]) for i in range(n)])
+    np.testing.assert_array_equal(op(x), alone)
+
+
 def _quantized(rng, fout, fin, signed, per_feature):
     """8-bit weights with their scales and zero points, and the float weights they stand for
     (dequantized as tinymnet.formats.tmn.QuantizedTensor does)."""

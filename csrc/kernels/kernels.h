@@ -58,6 +58,9 @@ struct GemmArgs {
   const float* residual = nullptr;  // optional, row i at residual + i * ldr
   int64_t ldr = 0;
   Activation act;
+  // Sum every row in the order a one-row GEMM (a GEMV) sums it, so a row gets the same bits
+  // in a batch as alone (fully connected layers run on a batch of images at once).
+  bool gemv_order = false;
 };
 
 inline int32_t gemm_panel_width(int32_t n, int32_t nr, int32_t n0) {
@@ -155,6 +158,9 @@ struct GemvQ8Args {
   float* y = nullptr;                 // outputs [row_begin, row_end) written
   int32_t row_begin = 0, row_end = 0;
   Activation act;
+  // `vectors` inputs x + v * ldx, each to y + v * ldy: every group of weight rows is read from
+  // memory once and used for all of them while it is in L1 (a batch's classifier layer).
+  int64_t vectors = 1, ldx = 0, ldy = 0;
 };
 
 // ---------------------------------------------------------------------------------------------

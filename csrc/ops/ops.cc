@@ -421,10 +421,8 @@ void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t row
     a.scale = packed_.data(), a.zero = a.scale + out_, a.bias = a.zero + out_;
     a.row_begin = col_begin, a.row_end = col_end;
     a.act = act_;
-    for (int64_t i = 0; i < rows; ++i) {
-      a.x = x + i * ldx, a.y = y + i * ldy;
-      table_->gemv_q8(a);
-    }
+    a.x = x, a.y = y, a.vectors = rows, a.ldx = ldx, a.ldy = ldy;
+    table_->gemv_q8(a);
     return;
   }
   GemmArgs a;
@@ -433,6 +431,7 @@ void Linear::run(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t row
   a.packed_w = packed_.data();
   a.c = y, a.ldc = ldy;
   a.act = act_;
+  a.gemv_order = true;  // each row's bits as alone, in a batch of any size
   table_->gemm(gemm_columns(a, col_begin, col_end, table_->gemm_nr));
 }
 

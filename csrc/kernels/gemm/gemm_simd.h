@@ -106,6 +106,20 @@ TMN_GEMM_INLINE void store_tile_act(const Vec (&acc)[R][NV], float* c, int64_t l
   }
 }
 
+// acc = C[R rows x `cols` (<= NV * lanes) columns].
+template <int R, int NV>
+TMN_GEMM_INLINE void load_tile(Vec (&acc)[R][NV], const float* c, int64_t ldc, int32_t cols) {
+  constexpr int L = Vec::kLanes;
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      const int32_t left = cols - j * L;
+      acc[i][j] = left >= L ? Vec::load(c + i * ldc + j * L)
+                            : left > 0 ? Vec::load_partial(c + i * ldc + j * L, left) : Vec::zero();
+    }
+}
+
 template <int R, int NV>
 TMN_GEMM_INLINE void store_tile(const Vec (&acc)[R][NV], const GemmArgs& g, int64_t row,
                                 int32_t n0, const VecActivation& act) {
@@ -203,6 +217,45 @@ TMN_GEMM_INLINE void gemm_tile(const GemmArgs& g, int64_t row, const float* pane
   store_tile<R, NV>(acc[0], g, row, n0, act);
 }
 
+// gemm_tile with each row summed exactly as a one-row tile sums it (GemmArgs::gemv_order): the
+// S accumulator sets of a one-row tile, each over its contiguous part of K (set 0 from the bias,
+// and also over the k left after the parts), are added to set 0 in turn. Here the sets run
+// one after the other, their running total kept in C between them.
+template <int R, int NV>
+TMN_GEMM_INLINE void gemm_tile_gemv_order(const GemmArgs& g, int64_t row, const float* panel,
+                                          int32_t n0, const VecActivation& act) {
+  constexpr int L = Vec::kLanes, NR = NV * L, S = k_splits(NV), H = (R + 1) / 2;
+  const float* const a_half[2] = {g.a + row * g.lda, g.a + (row + H) * g.lda};
+  float* c = g.c + row * g.ldc + n0;
+  const int32_t cols = g.n - n0 < NR ? g.n - n0 : NR, part = g.k / S;
+  for (int s = 0; s < S; ++s) {
+    Vec acc[R][NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      const Vec b = s == 0 ? Vec::load(panel + j * L) : Vec::zero();
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) acc[i][j] = b;
+    }
+    const float* w = panel + NR + static_cast<int64_t>(s) * part * NR;
+    for (int32_t t = 0; t < part; ++t, w += NR) k_step<R, NV>(acc, w, a_half, g.lda, s * part + t);
+    if (s == 0) {
+      w = panel + NR + static_cast<int64_t>(S) * part * NR;
+      for (int32_t kk = S * part; kk < g.k; ++kk, w += NR) k_step<R, NV>(acc, w, a_half, g.lda, kk);
+    } else {
+      Vec total[R][NV];
+      load_tile<R, NV>(total, c, g.ldc, cols);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) acc[i][j] = Vec::add(total[i][j], acc[i][j]);
+    }
+    if (s + 1 == S)
+      store_tile<R, NV>(acc, g, row, n0, act);
+    else
+      store_tile_act<ActKind::none>(acc, c, g.ldc, nullptr, 0, cols, act);
+  }
+}
+
 // Rows [row, row + R) against every panel. One out-of-line function per tile height (the
 // tiles are inlined into it), called once per row tile.
 template <int R, int NV>
@@ -212,10 +265,18 @@ __attribute__((noinline)) void gemm_rows(const GemmArgs& g, int64_t row, int32_t
   const int64_t panel_floats = (static_cast<int64_t>(g.k) + 1) * NR;
   for (int32_t p = p0; p < p1; ++p) {
     const int32_t n0 = p * NR;
-    if (g.n - n0 > NR / 2)  // gemm_panel_width (not called: ISA TUs keep helpers local)
-      gemm_tile<R, NV>(g, row, g.packed_w + p * panel_floats, n0, act);
-    else
-      gemm_tile<R, NV / 2>(g, row, g.packed_w + p * panel_floats, n0, act);
+    const float* panel = g.packed_w + p * panel_floats;
+    const bool full = g.n - n0 > NR / 2;  // gemm_panel_width (not called: ISA TUs keep helpers local)
+    if (R > 1 && g.gemv_order) {
+      if (full)
+        gemm_tile_gemv_order<R, NV>(g, row, panel, n0, act);
+      else
+        gemm_tile_gemv_order<R, NV / 2>(g, row, panel, n0, act);
+    } else if (full) {
+      gemm_tile<R, NV>(g, row, panel, n0, act);
+    } else {
+      gemm_tile<R, NV / 2>(g, row, panel, n0, act);
+    }
   }
 }
 
@@ -388,13 +449,20 @@ template <bool Signed>
 void gemv_q8_range(const GemvQ8Args& g) {
   constexpr int R = 4;  // 8 accumulators + 4 zero points + 2 x vectors fit AVX2's 16 registers
   const VecActivation act(g.act);
+  GemvQ8Args one = g;  // one input vector at a time, for each group of weight rows
+  auto each_vector = [&](auto&& kernel) {
+    for (int64_t v = 0; v < g.vectors; ++v) {
+      one.x = g.x + v * g.ldx, one.y = g.y + v * g.ldy;
+      kernel();
+    }
+  };
   int32_t j = g.row_begin;
   if (g.k <= kGemvQ8ShortRow) {
-    for (; j + R <= g.row_end; j += R) gemv_q8_short_rows<R, Signed>(g, j, act);
-    for (; j < g.row_end; ++j) gemv_q8_short_rows<1, Signed>(g, j, act);
+    for (; j + R <= g.row_end; j += R) each_vector([&] { gemv_q8_short_rows<R, Signed>(one, j, act); });
+    for (; j < g.row_end; ++j) each_vector([&] { gemv_q8_short_rows<1, Signed>(one, j, act); });
   } else {
-    for (; j + R <= g.row_end; j += R) gemv_q8_long_rows<R, Signed>(g, j, act);
-    for (; j < g.row_end; ++j) gemv_q8_long_rows<1, Signed>(g, j, act);
+    for (; j + R <= g.row_end; j += R) each_vector([&] { gemv_q8_long_rows<R, Signed>(one, j, act); });
+    for (; j < g.row_end; ++j) each_vector([&] { gemv_q8_long_rows<1, Signed>(one, j, act); });
   }
 }
 

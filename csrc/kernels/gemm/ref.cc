@@ -106,13 +106,16 @@ void gemm_scalar(const GemmArgs& g) {
 void gemv_q8_scalar(const GemvQ8Args& g) {
   for (int32_t j = g.row_begin; j < g.row_end; ++j) {
     const unsigned char* q = g.q + static_cast<int64_t>(j) * g.k;
-    float acc = 0.0f;
-    for (int32_t kk = 0; kk < g.k; ++kk) {
-      const float v = g.is_signed ? static_cast<float>(static_cast<signed char>(q[kk]))
-                                  : static_cast<float>(q[kk]);
-      acc += g.x[kk] * (v - g.zero[j]);
+    for (int64_t v = 0; v < g.vectors; ++v) {
+      const float* x = g.x + v * g.ldx;
+      float acc = 0.0f;
+      for (int32_t kk = 0; kk < g.k; ++kk) {
+        const float w = g.is_signed ? static_cast<float>(static_cast<signed char>(q[kk]))
+                                    : static_cast<float>(q[kk]);
+        acc += x[kk] * (w - g.zero[j]);
+      }
+      g.y[v * g.ldy + j] = apply_activation(acc * g.scale[j] + (g.bias ? g.bias[j] : 0.0f), g.act);
     }
-    g.y[j] = apply_activation(acc * g.scale[j] + (g.bias ? g.bias[j] : 0.0f), g.act);
   }
 }
 
