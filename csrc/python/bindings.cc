@@ -377,6 +377,7 @@ class PyPlan {
     plan_->run(xp, batch, yp);
   }
   std::vector<std::string> step_names() const { return plan_->step_names(); }
+  size_t batched_steps() const { return plan_->batched_steps(); }
   // Seconds each step took in total over `repeats` runs of the first image of x.
   std::vector<double> profile(const py::object& x, int repeats) {
     auto xb = float_buffer(x, "x", 4, false);
@@ -556,6 +557,7 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("mapped_weight_bytes", &PyPlan::mapped_weight_bytes)
       .def_property_readonly("threads", &PyPlan::threads)
       .def_property_readonly("step_names", &PyPlan::step_names)
+      .def_property_readonly("batched_steps", &PyPlan::batched_steps)
       .def("profile", &PyPlan::profile, py::arg("x"), py::arg("repeats"))
       .def("run", &PyPlan::run, py::arg("x"), py::arg("out"));
   py::class_<TmnFile>(m, "TmnFile")

@@ -135,21 +135,22 @@ std::shared_ptr<Linear> make_linear(const ParamView& w, const ParamView& b, int3
   return std::make_shared<Linear>(w.source(), b.floats(scratch[1]), out, in, act, isa);
 }
 
-// make_linear_q8 for a conv2d node if it is a 1x1 conv (no groups) of a 1x1 image whose output
-// is 1x1 too.
-std::shared_ptr<Linear> conv_as_linear_q8(const json::Value& node, const ParamMap& params,
-                                            int32_t cin, Isa isa, AlignedFloats* scratch) {
+// make_linear for a conv2d node if it is a 1x1 conv (no groups) of a 1x1 image whose output is
+// 1x1 too: its weights (out, in, 1, 1) are a linear layer's, and as one a batch of images can
+// run it at once (Plan::find_batch_tail).
+std::shared_ptr<Linear> conv_as_linear(const json::Value& node, const ParamMap& params,
+                                       int32_t cin, Isa isa, AlignedFloats* scratch) {
   const json::Value& attrs = node.at("attrs");
   const ParamView& w = param(params, node, "weight");
-  if (!w.q || w.shape.size() != 4 || w.shape[1] != cin || w.shape[2] != 1 || w.shape[3] != 1 ||
+  if (w.shape.size() != 4 || w.shape[1] != cin || w.shape[2] != 1 || w.shape[3] != 1 ||
       small_int(attrs.at("groups"), "groups") != 1)
     return nullptr;
   const Padding pad = padding_attr(attrs.at("padding"));
   if (!pad.same && (pad.top || pad.bottom || pad.left || pad.right)) return nullptr;
   const ParamView& b = param(params, node, "bias", true);
   require(!b.present() || b.size() == w.shape[0], "bias size does not match the weight");
-  return make_linear_q8(w, b, static_cast<int32_t>(w.shape[0]), cin, activation_attr(attrs), isa,
-                        scratch);
+  return make_linear(w, b, static_cast<int32_t>(w.shape[0]), cin, activation_attr(attrs), isa,
+                     scratch);
 }
 
 // One level of a fused chain as the band planner sees it.
@@ -300,6 +301,7 @@ struct Plan::Step {
   bool any_ld = false;    // reads and writes its tensors at any pixel stride (Frame::ld)
   int scratch = -1;       // a tensor alive only during this step (fused chains' row bands,
                           // a squeeze-excite's pooled input)
+  std::shared_ptr<Linear> fc;  // a linear step's layer (it can run a batch: find_batch_tail)
 };
 
 // Longest fused conv chain: one inverted-residual block (expand, depthwise, project) or the
@@ -407,6 +409,7 @@ Plan::Plan(const json::Value& graph, const ParamMap& params, int threads, Isa is
   weight_bytes_ = weights_.allocated_bytes();  // before the arena comes from the same pool
   pad_pixel_strides();
   plan_memory();
+  find_batch_tail();
 }
 
 Plan::~Plan() = default;
@@ -550,10 +553,10 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
   Tensor y;
   y.h = x.h, y.w = x.w, y.c = x.c;
 
-  std::shared_ptr<Linear> fc;  // a linear node, or a 1x1 conv of one pixel on 8-bit weights
+  std::shared_ptr<Linear> fc;  // a linear node, or a 1x1 conv of one pixel
   if (op == "conv2d" && x.h == 1 && x.w == 1 && step->in.size() == 1 &&
       concat_parts_.find(out_name) == concat_parts_.end())
-    fc = conv_as_linear_q8(node, params, x.c, isa_, dequantized_);
+    fc = conv_as_linear(node, params, x.c, isa_, dequantized_);
   if (op == "linear") {
     const ParamView& w = param(params, node, "weight");
     const ParamView& b = param(params, node, "bias", true);
@@ -571,6 +574,7 @@ void Plan::add_node(const json::Value& node, const ParamMap& params) {
     const int32_t block = fc->column_block();
     step->rows = (fc->out_features() + block - 1) / block;
     step->parallel = true;
+    step->fc = fc;
     step->run = [fc, xi, yi, block](const Frame& p, int32_t p0, int32_t p1, int) {
       fc->run(p.at(xi), fc->in_features(), p.at(yi), fc->out_features(), 1, p0 * block,
               std::min(fc->out_features(), p1 * block));
@@ -1076,14 +1080,33 @@ static bool all_finite(const float* x, int64_t n) {
   return bad == 0;
 }
 
-void Plan::run_image(const Frame& f, bool split, float* y) {
-  if (!all_finite(f.input, tensors_[input_].floats())) {
-    std::fill_n(y, tensors_[output_].floats(), std::numeric_limits<float>::quiet_NaN());
-    return;
-  }
-  for (auto& step : steps_) run_step(f, *step, split);
+bool Plan::run_steps(const Frame& f, bool split, size_t end) {
+  if (!all_finite(f.input, tensors_[input_].floats())) return false;
+  for (size_t s = 0; s < end; ++s) run_step(f, *steps_[s], split);
   if (split) update_caller_share();  // (whole images run on several threads at once unsplit)
-  std::memcpy(y, f.at(output_), sizeof(float) * tensors_[output_].floats());
+  return true;
+}
+
+void Plan::run_images(const float* x, int64_t batch, size_t end,
+                      const std::function<void(int64_t, const Frame&, bool)>& done) {
+  const int64_t in_floats = tensors_[input_].floats();
+  const int threads = pool_.size();
+  int64_t i = 0;
+  if (threads > 1 && batch >= threads) {
+    // Whole images per thread: no synchronisation between steps, and small layers (which
+    // split badly over rows) keep every thread busy. Each thread owns one arena.
+    while (static_cast<int>(arenas_.size()) < threads) arenas_.emplace_back(arena_floats_);
+    const int64_t whole = batch - batch % threads;
+    pool_.parallel_for(whole, [&](int64_t image, int thread) {
+      const Frame f{this, arenas_[thread].data(), x + image * in_floats};
+      done(image, f, run_steps(f, false, end));
+    });
+    i = whole;
+  }
+  for (; i < batch; ++i) {
+    const Frame f{this, arenas_[0].data(), x + i * in_floats};
+    done(i, f, run_steps(f, threads > 1, end));
+  }
 }
 
 void Plan::run_step(const Frame& f, Step& step, bool split) {
@@ -1139,22 +1162,104 @@ void Plan::update_caller_share() {
 void Plan::run(const float* x, int64_t batch, float* y) {
   std::lock_guard<std::mutex> lock(run_mutex_);
   ThreadPool::Busy busy(pool_);  // no worker sleeps between two steps of this call
-  const int64_t in_floats = tensors_[input_].floats(), out_floats = tensors_[output_].floats();
-  const int threads = pool_.size();
-  int64_t i = 0;
-  if (threads > 1 && batch >= threads) {
-    // Whole images per thread: no synchronisation between steps, and small layers (which
-    // split badly over rows) keep every thread busy. Each thread owns one arena.
-    while (static_cast<int>(arenas_.size()) < threads) arenas_.emplace_back(arena_floats_);
-    const int64_t whole = batch - batch % threads;
-    pool_.parallel_for(whole, [&](int64_t image, int thread) {
-      run_image({this, arenas_[thread].data(), x + image * in_floats}, false,
-                y + image * out_floats);
-    });
-    i = whole;
+  const int64_t out_floats = tensors_[output_].floats();
+  if (batch > 1 && tail_begin_ < steps_.size()) {
+    const int64_t in_floats = tensors_[input_].floats();
+    for (int64_t i = 0; i < batch; i += kTailBatch) {
+      const int64_t n = std::min(kTailBatch, batch - i);
+      run_batch_tail(x + i * in_floats, n, y + i * out_floats);
+    }
+    return;
   }
-  for (; i < batch; ++i)
-    run_image({this, arenas_[0].data(), x + i * in_floats}, threads > 1, y + i * out_floats);
+  run_images(x, batch, steps_.size(), [&](int64_t image, const Frame& f, bool ran) {
+    float* out = y + image * out_floats;
+    if (ran)
+      std::memcpy(out, f.at(output_), sizeof(float) * out_floats);
+    else
+      std::fill_n(out, out_floats, std::numeric_limits<float>::quiet_NaN());
+  });
+}
+
+// The tail of a network after its last step that sees more than one pixel: linear layers
+// (and views of their outputs) in one chain from a vector to the output. Run per image, each
+// would read all its weights once per image (V3-Large's two classifier layers, 10 MB, about
+// 1 ms of a 9 ms image); run on the batch's vectors together, once per kTailBatch images.
+// Linear layers give every row the bits it gets alone (GemmArgs::gemv_order), so results
+// do not depend on the batch size.
+void Plan::find_batch_tail() {
+  tail_begin_ = steps_.size();
+  int next = root(output_);  // the tensor the step before must write
+  bool linear = false;
+  for (size_t s = steps_.size(); s-- > 0;) {
+    const Step& step = *steps_[s];
+    if (step.in.size() != 1 || root(step.out) != next) break;
+    if (step.fc) {
+      next = root(step.in[0]), linear = true;
+    } else if (tensors_[step.out].alias_of < 0) {
+      break;  // neither a linear layer nor a view
+    }
+    tail_begin_ = s;
+  }
+  const Tensor& staged = tensors_[next];
+  if (!linear || tail_begin_ == 0 || next == input_ || staged.ld != 0) {
+    tail_begin_ = steps_.size();
+    return;
+  }
+  tail_input_ = next;
+  tail_rows_.assign(tensors_.size(), -1);
+  tail_row_floats_ = 0;
+  auto place = [&](int t) {
+    if (tail_rows_[t] >= 0) return;
+    tail_rows_[t] = tail_row_floats_;
+    tail_row_floats_ += (tensors_[t].floats() + 15) / 16 * 16;
+  };
+  place(next);
+  for (size_t s = tail_begin_; s < steps_.size(); ++s) place(root(steps_[s]->out));
+}
+
+void Plan::run_batch_tail(const float* x, int64_t n, float* y) {
+  if (tail_batch_.size() < n * tail_row_floats_)
+    tail_batch_ = AlignedFloats(kTailBatch * tail_row_floats_, /*heap=*/true);
+  // Tensor t of image i at rows(t) + i * floats(t): each tensor's n rows are contiguous.
+  auto rows = [&](int t) { return tail_batch_.data() + n * tail_rows_[root(t)]; };
+  std::vector<char> ran(n);
+  const int64_t staged_floats = tensors_[tail_input_].floats();
+  run_images(x, n, tail_begin_, [&](int64_t image, const Frame& f, bool ok) {
+    ran[image] = ok;
+    float* row = rows(tail_input_) + image * staged_floats;
+    if (ok)
+      std::memcpy(row, f.at(tail_input_), sizeof(float) * staged_floats);
+    else
+      std::fill_n(row, staged_floats, 0.0f);  // (its outputs become NaN below)
+  });
+  for (size_t s = tail_begin_; s < steps_.size(); ++s) {
+    const Step& step = *steps_[s];
+    if (!step.fc) continue;  // a view: the same rows
+    const Linear& fc = *step.fc;
+    const float* in = rows(step.in[0]);
+    float* out = rows(step.out);
+    const int32_t block = fc.column_block(), parts = (fc.out_features() + block - 1) / block;
+    auto columns = [&](int32_t p0, int32_t p1) {
+      fc.run(in, fc.in_features(), out, fc.out_features(), n, p0 * block,
+             std::min(fc.out_features(), p1 * block));
+    };
+    const int64_t tasks = std::min<int64_t>(parts, pool_.size());
+    if (tasks <= 1) {
+      columns(0, parts);
+    } else {
+      pool_.parallel_for(tasks, [&](int64_t task, int) {
+        const auto [p0, p1] = task_rows(task, tasks, parts);
+        columns(p0, p1);
+      });
+    }
+  }
+  const int64_t out_floats = tensors_[output_].floats();
+  for (int64_t i = 0; i < n; ++i) {
+    if (ran[i])
+      std::memcpy(y + i * out_floats, rows(output_) + i * out_floats, sizeof(float) * out_floats);
+    else
+      std::fill_n(y + i * out_floats, out_floats, std::numeric_limits<float>::quiet_NaN());
+  }
 }
 
 std::vector<double> Plan::profile(const float* x, int repeats) {

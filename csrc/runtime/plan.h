@@ -76,6 +76,8 @@ class Plan {
   size_t steps() const { return steps_.size(); }
   // The node name of every step, in run order (a fused chain is named by its first node).
   std::vector<std::string> step_names() const;
+  // How many of the last steps a batch runs on all its images at once (see find_batch_tail).
+  size_t batched_steps() const { return steps_.size() - tail_begin_; }
 
   // x: batch NHWC images (contiguous); y: batch outputs (contiguous). Calls are serialised.
   // A batch of at least threads() images runs whole images in parallel, each thread on an
@@ -130,8 +132,16 @@ class Plan {
                     const ParamMap& params);
   int add_output(const std::string& name, Tensor y);
   int64_t ld(int t) const { return tensors_[t].ld ? tensors_[t].ld : tensors_[t].c; }
-  // Runs every step on one image; split = spread each step's rows over the pool.
-  void run_image(const Frame& f, bool split, float* y);
+  // Runs steps [0, end) on one image (split = spread each step's rows over the pool); false,
+  // without running any, if its input holds a NaN or Inf.
+  bool run_steps(const Frame& f, bool split, size_t end);
+  // run_steps on `batch` images (whole images per thread when there are enough), then
+  // done(image, its frame, whether it ran) on the thread that ran it.
+  void run_images(const float* x, int64_t batch, size_t end,
+                  const std::function<void(int64_t, const Frame&, bool)>& done);
+  void find_batch_tail();
+  // n <= kTailBatch images: steps before tail_begin_ per image, the tail on all n at once.
+  void run_batch_tail(const float* x, int64_t n, float* y);
   void run_step(const Frame& f, Step& step, bool split);
   // With two threads: the step in two parts split at caller_share_ (see plan.cc), and the
   // share updated from the parts' times once an image's steps have run.
@@ -158,6 +168,14 @@ class Plan {
   double caller_share_ = 0.5;              // of each split step, with two threads
   double part_seconds_[2] = {0, 0}, part_work_[2] = {0, 0};  // this image's, per thread
   AlignedFloats dequantized_[4];  // 8-bit params of the node being packed (construction only)
+  // Batched tail (find_batch_tail): steps [tail_begin_, end) run on up to kTailBatch images at
+  // once, from tensor tail_input_; tensor t's rows start at tail_rows_[t] * n in tail_batch_.
+  static constexpr int64_t kTailBatch = 64;
+  size_t tail_begin_ = 0;
+  int tail_input_ = -1;
+  std::vector<int64_t> tail_rows_;
+  int64_t tail_row_floats_ = 0;
+  AlignedFloats tail_batch_;
 };
 
 }  // namespace tmn

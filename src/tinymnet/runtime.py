@@ -102,6 +102,15 @@ class CompiledModel:
         its first conv; a concat written in place by its convs runs no step)."""
         return list(self._plan.step_names)
 
+    @property
+    def batched_steps(self):
+        """The last steps (fully connected layers after the global pool, and views of their
+        outputs) that a batch of images runs on all its images at once, each layer's weights
+        read once per batch of up to 64 images rather than once per image. Every image gets
+        the same bits as alone."""
+        names = self.step_names
+        return names[len(names) - self._plan.batched_steps:]
+
     def profile(self, x, repeats: int = 10, layout: str = "NHWC"):
         """Per-step time of running the first image of ``x`` (a batch or one image, as for
         ``model(x)``) ``repeats`` times: a list of (step name, milliseconds per run), in run
