@@ -138,6 +138,35 @@ def test_conv2d_writes_a_channel_slice_of_out(isa, c, act, residual, before, aft
     np.testing.assert_array_equal(out[..., before + cout:], original[..., before + cout:])
 
 
+@pytest.mark.parametrize("weight_shape, groups, stride", [
+    ((8, 8, 1, 1), 1, 1), ((8, 1, 3, 3), 8, 1), ((8, 1, 3, 3), 8, 2), ((8, 3, 3, 3), 1, 2),
+    ((8, 8, 3, 3), 1, 1)])
+def test_conv2d_refuses_an_out_that_overlaps_its_inputs(isa, weight_shape, groups, stride):
+    # The kernels write out while still reading x and residual (depthwise and stem kernels
+    # read a window's rows; a GEMM row's every channel): an overlap gave garbage, not an error.
+    rng = rng_for(9)
+    cin = weight_shape[1] * groups
+    conv = K.Conv2d(randn(rng, weight_shape), randn(rng, (8,)), stride=stride,
+                    padding=weight_shape[2] // 2, groups=groups)
+    x = randn(rng, (1, 9, 9, cin))
+    shape = conv.out_shape(x.shape)
+    y = randn(rng, shape)
+    with pytest.raises(ValueError, match="overlap residual"):
+        conv(x, residual=y, out=y)
+    if stride == 1:
+        buf = randn(rng, (1, 9, 9, 8 + cin))
+        with pytest.raises(ValueError, match="overlap x"):
+            conv(buf[..., 4:4 + cin], out=buf, channel_offset=0)
+    # Disjoint channel ranges of one buffer are fine: x in [0, cin), the output after it
+    # (a concat built in place).
+    if stride == 1:
+        buf = randn(rng, (1, 9, 9, cin + 8))
+        xin = buf[..., :cin].copy()
+        conv(buf[..., :cin], out=buf, channel_offset=cin)
+        np.testing.assert_array_equal(buf[..., :cin], xin)
+        assert_close_scaled(buf[..., cin:], conv(xin))
+
+
 @KERNEL_SETTINGS
 @given(h=st.integers(1, 37), w=st.integers(1, 37), cout=STEM_COUT, padding=STEM_PADDING,
        act=ACTIVATIONS, before=st.integers(0, 5), after=st.integers(0, 5), seed=SEEDS)

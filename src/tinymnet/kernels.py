@@ -3,7 +3,8 @@
 Arrays are NHWC float32; weights use PyTorch layouts (conv (Cout, Cin/groups, KH, KW),
 linear (out, in)). Inputs may be any float dtype, any strides or nested lists (converted to
 C-contiguous float32; int/bool/complex/object arrays raise ValueError naming the argument);
-results are new arrays (or ``out=``, which must already be C-contiguous writable float32).
+results are new arrays (or ``out=``, which must already be C-contiguous writable float32, and
+whose written channels must not overlap the inputs).
 NaN/Inf inputs never crash; they follow IEEE arithmetic, except that the ReLU-family clamps
 (max/min instructions) may turn a NaN into 0 and +Inf into the largest float, differently on
 each ISA. Each op packs its weights once, when it is created, for the ISA current at
@@ -200,6 +201,14 @@ class Conv2d:
                 raise ValueError(
                     f"channel_offset {channel_offset} + {self.out_channels} output channels "
                     f"do not fit in out's {out.shape[3]} channels")
+            # The kernels write out while they still read x and residual (a window's rows,
+            # a GEMM row's every channel): where they overlap, results would be garbage.
+            written = out[..., channel_offset:channel_offset + self.out_channels]
+            for name, a in (("x", x), ("residual", residual)):
+                if a is not None and np.shares_memory(written, a):
+                    raise ValueError(f"out's channels [{channel_offset}, "
+                                     f"{channel_offset + self.out_channels}) overlap {name}: "
+                                     f"pass a copy of {name} or another out")
         self._op.run(x, out, int(channel_offset), residual)
         return out
 
