@@ -5,6 +5,7 @@ import threading
 import numpy as np
 import pytest
 
+import tinymnet
 from tinymnet import info
 from tinymnet.graph import GraphBuilder, run_reference
 from tinymnet.models import build
@@ -51,8 +52,6 @@ def test_one_image_gives_the_same_bits_on_any_thread_count(name):
     # each row's sums in the order of one call: see gemm_simd.h) or by output channels in whole
     # weight panels; two threads move their cut with the cores' speeds, so calls repeat too.
     # Fused chains split by rows; their 1x1 levels' row tiles are >= 4 rows at these widths.
-    import tinymnet
-
     bundled = name.endswith("_tf")
     size = 224 if bundled else 128
     g = None if bundled else build(name, resolution=size, num_classes=10)
@@ -95,7 +94,7 @@ def test_a_batch_runs_its_classifier_layers_once_with_the_bits_of_single_images(
     # without disturbing its neighbours.
     g = build(arch, width=0.5, resolution=32, num_classes=11)
     model = compile_graph(g, threads=threads)
-    assert model.batched_steps == tail
+    assert model.batched_steps == tail == tinymnet.Model(g, threads=threads).batched_steps
     x = np.random.default_rng(threads).standard_normal((70, 32, 32, 3)).astype(np.float32)
     x[65, 3, 4, 1] = np.nan
     together = model(x)

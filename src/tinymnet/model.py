@@ -106,6 +106,12 @@ class Model:
         stored for this CPU and 8-bit weights of one-pixel layers."""
         return self._compiled.mapped_weight_bytes
 
+    @property
+    def batched_steps(self):
+        """Names of the last steps (the classifier's layers) that a batch runs on all its
+        images at once, reading their weights once per batch rather than once per image."""
+        return self._compiled.batched_steps
+
     def __call__(self, x, layout: str = "NHWC"):
         return self._compiled(x, layout)
 
