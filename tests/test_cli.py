@@ -79,8 +79,10 @@ def test_info_text_table(capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:4] == ["name", "op", "kernel", "stride"]
     assert "features.1.block.1" in out and "squeeze_excite" in out
-    assert "mobilenet_v3_small: 2,542,856 params" in out.splitlines()[-2]
-    assert out.splitlines()[-1].startswith("compiled plan (")  # arena and packed weights
+    assert "mobilenet_v3_small: 2,542,856 params" in out.splitlines()[-3]
+    assert out.splitlines()[-2].startswith("compiled plan (")  # arena and packed weights
+    assert out.splitlines()[-1] == ("a batch runs its last steps on all its images at once: "
+                                    "flatten, classifier.0, classifier.3")
 
 
 def test_info_shows_the_plan_of_8bit_weights_as_stored(capsys):
@@ -95,6 +97,9 @@ def test_info_shows_the_plan_of_8bit_weights_as_stored(capsys):
     assert d["plan"]["weight_bytes"] < 0.25 * 4 * d["params"]
     assert d["plan"]["mapped_weight_bytes"] > 2.0e6  # bytes: one per 8-bit weight
     assert 0 < d["plan"]["arena_bytes"] < 2 << 20
+    assert d["plan"]["batched_steps"] == ["MobilenetV3/Conv_2/BiasAdd",
+                                          "MobilenetV3/Logits/Conv2d_1c_1x1/BiasAdd",
+                                          "MobilenetV3/Logits/SpatialSqueeze"]
 
 
 def test_info_on_files(tmp_path, capsys, v3_small_weights):

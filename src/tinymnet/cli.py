@@ -185,7 +185,8 @@ def _compiled_plan(args, graph, tmn: bool) -> dict:
             graph = _with_resolution(load_tmn(args.target).graph, args.resolution)
         plan = compile_graph(graph, 1)
     return {"arena_bytes": plan.arena_bytes, "weight_bytes": plan.weight_bytes,
-            "mapped_weight_bytes": plan.mapped_weight_bytes, "isa": plan.isa}
+            "mapped_weight_bytes": plan.mapped_weight_bytes, "isa": plan.isa,
+            "batched_steps": plan.batched_steps}
 
 
 def _cmd_info(args) -> int:
@@ -218,6 +219,9 @@ def _cmd_info(args) -> int:
               f"{plan['weight_bytes'] / 2**20:.2f} MiB" + (
                   f" (+ {plan['mapped_weight_bytes'] / 2**20:.2f} MiB used in place from the "
                   "file)" if plan["mapped_weight_bytes"] else ""))
+        if plan["batched_steps"]:
+            print("a batch runs its last steps on all its images at once: "
+                  + ", ".join(plan["batched_steps"]))
         if args.plot:
             print(f"plot written to {args.plot}")
     return 0
