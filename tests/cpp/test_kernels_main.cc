@@ -185,6 +185,86 @@ void test_gemm(const KernelTable& t, const KernelTable& ref) {
     }
 }
 
+// A fully connected layer on a batch (GemmArgs::gemv_order; GemvQ8Args::vectors): every row must
+// get the bits it gets in a call of its own, and be right (against the scalar kernel).
+std::string equal_bits(const std::vector<float>& got, const std::vector<float>& want,
+                       const std::string& what) {
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+      char buf[200];
+      std::snprintf(buf, sizeof buf, "%s: element %zu: %.9g in the batch, %.9g alone", what.c_str(),
+                    i, got[i], want[i]);
+      return buf;
+    }
+  return "";
+}
+
+void test_batched_rows(const KernelTable& t, const KernelTable& ref) {
+  const int32_t ks[] = {1, 3, 7, 17, 33, 64, 300};
+  const int32_t ns[] = {1, 3, 7, 16, 17, 24, 33, 40};
+  for (int32_t k : ks)
+    for (int32_t n : ns) {
+      run_test("batched rows k=" + std::to_string(k) + " n=" + std::to_string(n), [&](std::string& d) {
+        double worst = 0.0;
+        uint64_t seed = 9000 + k * 1000 + n;
+        for (int64_t m : {2, 5, 13})
+          for (ActKind act : kActs) {
+            Rng rng(++seed);
+            const int64_t ld = k + static_cast<int32_t>(m % 3);
+            const std::vector<float> x = rng.fill(static_cast<size_t>(m * ld));
+            const std::vector<float> w = rng.fill(static_cast<size_t>(n) * k), bias = rng.fill(n);
+            std::vector<unsigned char> q(static_cast<size_t>(n) * k);
+            for (unsigned char& v : q) v = static_cast<unsigned char>(rng.next(0.0f, 255.99f));
+            const std::vector<float> scale = rng.fill(n, 0.001f, 0.02f), zero(n, 128.0f);
+            char what[120];
+            std::snprintf(what, sizeof what, "m=%lld k=%d n=%d act=%s", static_cast<long long>(m),
+                          k, n, act_name(act));
+            // float32: one call on m rows, m calls of one row, and the scalar kernel
+            std::vector<float> batch, alone(static_cast<size_t>(m) * n), want;
+            const KernelTable* tables[2] = {&t, &ref};
+            for (int i = 0; i < 2; ++i) {
+              AlignedFloats packed(gemm_packed_floats(k, n, tables[i]->gemm_nr));
+              pack_gemm_weights(w.data(), bias.data(), k, n, tables[i]->gemm_nr, packed.data());
+              std::vector<float>& out = i == 0 ? batch : want;
+              out.assign(static_cast<size_t>(m) * n, 0.0f);
+              GemmArgs g;
+              g.m = m, g.k = k, g.n = n, g.a = x.data(), g.lda = ld, g.packed_w = packed.data();
+              g.c = out.data(), g.ldc = n, g.gemv_order = true;
+              g.act.kind = act;
+              tables[i]->gemm(g);
+              if (i == 0)
+                for (int64_t r = 0; r < m; ++r) {
+                  g.m = 1, g.a = x.data() + r * ld, g.c = alone.data() + r * n;
+                  tables[i]->gemm(g);
+                }
+            }
+            std::string e = equal_bits(batch, alone, std::string("gemm ") + what);
+            if (e.empty()) e = compare(batch, want, kKernelTol, std::string("gemm ") + what, &worst);
+            if (!e.empty()) return e;
+            // 8-bit weights: the same for GemvQ8Args::vectors
+            std::vector<float> qbatch(static_cast<size_t>(m) * n), qalone(qbatch.size()), qwant(qbatch.size());
+            for (int i = 0; i < 2; ++i) {
+              GemvQ8Args g;
+              g.k = k, g.q = q.data(), g.scale = scale.data(), g.zero = zero.data();
+              g.bias = bias.data(), g.row_begin = 0, g.row_end = n, g.act.kind = act;
+              g.x = x.data(), g.ldx = ld, g.vectors = m, g.y = (i == 0 ? qbatch : qwant).data(), g.ldy = n;
+              tables[i]->gemv_q8(g);
+              if (i == 0)
+                for (int64_t r = 0; r < m; ++r) {
+                  g.vectors = 1, g.x = x.data() + r * ld, g.y = qalone.data() + r * n;
+                  tables[i]->gemv_q8(g);
+                }
+            }
+            e = equal_bits(qbatch, qalone, std::string("gemv_q8 ") + what);
+            if (e.empty()) e = compare(qbatch, qwant, kKernelTol, std::string("gemv_q8 ") + what, &worst);
+            if (!e.empty()) return e;
+          }
+        d = fmt_err(worst);
+        return std::string();
+      });
+    }
+}
+
 // ------------------------------------------------------------------------------ GEMV, 8-bit weights
 void test_gemv_q8(const KernelTable& t, const KernelTable& ref) {
   const int32_t ks[] = {1, 3, 7, 17, 33, 48, 64, 130, 256, 257, 300, 1030};  // short, long rows
@@ -705,6 +785,7 @@ int main(int argc, char** argv) {
 
   test_gemm(t, ref);
   test_gemv_q8(t, ref);
+  test_batched_rows(t, ref);
   test_dwconv(t, ref);
   test_stem(t, ref);
   test_pool(t, ref);
