@@ -214,7 +214,8 @@ class Conv2d:
 
 
 class Linear:
-    """Fully connected layer y = act(x W^T + b), x (N, in_features)."""
+    """Fully connected layer y = act(x W^T + b), x (N, in_features). Each row of x gets the
+    same bits as in a call of its own, whatever N."""
 
     def __init__(self, weight, bias=None, activation=None, alpha=None, beta=None):
         w = _weight(weight, "weight", 2)
@@ -233,7 +234,9 @@ class QuantizedLinear:
     """Fully connected layer on 8-bit weights, y = act(x W^T + b) with
     W = (q - zero_point) * scale per output feature (or one scale / zero point for all):
     q (out_features, in_features) uint8 or int8 stays 8-bit (the kernel converts as it
-    streams). What a plan runs for the one-pixel layers of a model stored with 8-bit weights."""
+    streams; each group of weight rows is read once for all N rows of x, each of which gets the
+    bits it gets alone). What a plan runs for the one-pixel layers of a model stored with
+    8-bit weights."""
 
     def __init__(self, q, scale, zero_point, bias=None, activation=None, alpha=None, beta=None):
         q = np.asarray(q)
