@@ -131,6 +131,22 @@ constexpr double kKernelTol = 1e-5;
 const int32_t kChannels[] = {1, 3, 7, 17, 33};
 
 // ------------------------------------------------------------------------------ GEMM
+// One test per (k, n): body(k, n, seed, worst) returns "" or the first failure; seeds start
+// at seed0 + k * 1000 + n, and the detail printed is the worst relative error.
+void test_shapes(const std::string& name, std::initializer_list<int32_t> ks,
+                 std::initializer_list<int32_t> ns, uint64_t seed0,
+                 const std::function<std::string(int32_t, int32_t, uint64_t&, double*)>& body) {
+  for (int32_t k : ks)
+    for (int32_t n : ns)
+      run_test(name + " k=" + std::to_string(k) + " n=" + std::to_string(n), [&](std::string& d) {
+        double worst = 0.0;
+        uint64_t seed = seed0 + k * 1000 + n;
+        const std::string e = body(k, n, seed, &worst);
+        if (e.empty()) d = fmt_err(worst);
+        return e;
+      });
+}
+
 std::string gemm_case(const KernelTable& t, const KernelTable& ref, int64_t m, int32_t k,
                       int32_t n, int64_t lda, int64_t ldc, bool residual, ActKind act,
                       uint64_t seed, double* worst) {
@@ -161,28 +177,20 @@ std::string gemm_case(const KernelTable& t, const KernelTable& ref, int64_t m, i
 }
 
 void test_gemm(const KernelTable& t, const KernelTable& ref) {
-  const int32_t ks[] = {1, 3, 7, 17, 33, 64};
-  const int32_t ns[] = {1, 3, 7, 16, 17, 24, 33, 40, 64};
-  for (int32_t k : ks)
-    for (int32_t n : ns) {
-      run_test("gemm k=" + std::to_string(k) + " n=" + std::to_string(n), [&](std::string& d) {
-        double worst = 0.0;
-        uint64_t seed = k * 1000 + n;
-        int variant = 0;
-        for (int64_t m : {1, 2, 5, 7, 13, 31}) {
-          for (ActKind act : kActs)
-            for (bool residual : {false, true}) {
-              ++variant;
-              const int64_t lda = variant % 3 == 0 ? k + 3 : k;
-              const int64_t ldc = variant % 2 == 0 ? n + 9 : n;
-              std::string e = gemm_case(t, ref, m, k, n, lda, ldc, residual, act, ++seed, &worst);
-              if (!e.empty()) return e;
-            }
+  test_shapes("gemm", {1, 3, 7, 17, 33, 64}, {1, 3, 7, 16, 17, 24, 33, 40, 64}, 0,
+              [&](int32_t k, int32_t n, uint64_t& seed, double* worst) {
+    int variant = 0;
+    for (int64_t m : {1, 2, 5, 7, 13, 31})
+      for (ActKind act : kActs)
+        for (bool residual : {false, true}) {
+          ++variant;
+          const int64_t lda = variant % 3 == 0 ? k + 3 : k;
+          const int64_t ldc = variant % 2 == 0 ? n + 9 : n;
+          std::string e = gemm_case(t, ref, m, k, n, lda, ldc, residual, act, ++seed, worst);
+          if (!e.empty()) return e;
         }
-        d = fmt_err(worst);
-        return std::string();
-      });
-    }
+    return std::string();
+  });
 }
 
 // A fully connected layer on a batch (GemmArgs::gemv_order; GemvQ8Args::vectors): every row must
@@ -200,124 +208,111 @@ std::string equal_bits(const std::vector<float>& got, const std::vector<float>& 
 }
 
 void test_batched_rows(const KernelTable& t, const KernelTable& ref) {
-  const int32_t ks[] = {1, 3, 7, 17, 33, 64, 300};
-  const int32_t ns[] = {1, 3, 7, 16, 17, 24, 33, 40};
-  for (int32_t k : ks)
-    for (int32_t n : ns) {
-      run_test("batched rows k=" + std::to_string(k) + " n=" + std::to_string(n), [&](std::string& d) {
-        double worst = 0.0;
-        uint64_t seed = 9000 + k * 1000 + n;
-        for (int64_t m : {2, 5, 13})
-          for (ActKind act : kActs) {
-            Rng rng(++seed);
-            const int64_t ld = k + static_cast<int32_t>(m % 3);
-            const std::vector<float> x = rng.fill(static_cast<size_t>(m * ld));
-            const std::vector<float> w = rng.fill(static_cast<size_t>(n) * k), bias = rng.fill(n);
-            std::vector<unsigned char> q(static_cast<size_t>(n) * k);
-            for (unsigned char& v : q) v = static_cast<unsigned char>(rng.next(0.0f, 255.99f));
-            const std::vector<float> scale = rng.fill(n, 0.001f, 0.02f), zero(n, 128.0f);
-            char what[120];
-            std::snprintf(what, sizeof what, "m=%lld k=%d n=%d act=%s", static_cast<long long>(m),
-                          k, n, act_name(act));
-            // float32: one call on m rows, m calls of one row, and the scalar kernel
-            std::vector<float> batch, alone(static_cast<size_t>(m) * n), want;
-            const KernelTable* tables[2] = {&t, &ref};
-            for (int i = 0; i < 2; ++i) {
-              AlignedFloats packed(gemm_packed_floats(k, n, tables[i]->gemm_nr));
-              pack_gemm_weights(w.data(), bias.data(), k, n, tables[i]->gemm_nr, packed.data());
-              std::vector<float>& out = i == 0 ? batch : want;
-              out.assign(static_cast<size_t>(m) * n, 0.0f);
-              GemmArgs g;
-              g.m = m, g.k = k, g.n = n, g.a = x.data(), g.lda = ld, g.packed_w = packed.data();
-              g.c = out.data(), g.ldc = n, g.gemv_order = true;
-              g.act.kind = act;
+  test_shapes("batched rows", {1, 3, 7, 17, 33, 64, 300}, {1, 3, 7, 16, 17, 24, 33, 40}, 9000,
+              [&](int32_t k, int32_t n, uint64_t& seed, double* worst) {
+    for (int64_t m : {2, 5, 13})
+      for (ActKind act : kActs) {
+        Rng rng(++seed);
+        const int64_t ld = k + static_cast<int32_t>(m % 3);
+        const std::vector<float> x = rng.fill(static_cast<size_t>(m * ld));
+        const std::vector<float> w = rng.fill(static_cast<size_t>(n) * k), bias = rng.fill(n);
+        std::vector<unsigned char> q(static_cast<size_t>(n) * k);
+        for (unsigned char& v : q) v = static_cast<unsigned char>(rng.next(0.0f, 255.99f));
+        const std::vector<float> scale = rng.fill(n, 0.001f, 0.02f), zero(n, 128.0f);
+        char what[120];
+        std::snprintf(what, sizeof what, "m=%lld k=%d n=%d act=%s", static_cast<long long>(m),
+                      k, n, act_name(act));
+        // float32: one call on m rows, m calls of one row, and the scalar kernel
+        std::vector<float> batch, alone(static_cast<size_t>(m) * n), want;
+        const KernelTable* tables[2] = {&t, &ref};
+        for (int i = 0; i < 2; ++i) {
+          AlignedFloats packed(gemm_packed_floats(k, n, tables[i]->gemm_nr));
+          pack_gemm_weights(w.data(), bias.data(), k, n, tables[i]->gemm_nr, packed.data());
+          std::vector<float>& out = i == 0 ? batch : want;
+          out.assign(static_cast<size_t>(m) * n, 0.0f);
+          GemmArgs g;
+          g.m = m, g.k = k, g.n = n, g.a = x.data(), g.lda = ld, g.packed_w = packed.data();
+          g.c = out.data(), g.ldc = n, g.gemv_order = true;
+          g.act.kind = act;
+          tables[i]->gemm(g);
+          if (i == 0)
+            for (int64_t r = 0; r < m; ++r) {
+              g.m = 1, g.a = x.data() + r * ld, g.c = alone.data() + r * n;
               tables[i]->gemm(g);
-              if (i == 0)
-                for (int64_t r = 0; r < m; ++r) {
-                  g.m = 1, g.a = x.data() + r * ld, g.c = alone.data() + r * n;
-                  tables[i]->gemm(g);
-                }
             }
-            std::string e = equal_bits(batch, alone, std::string("gemm ") + what);
-            if (e.empty()) e = compare(batch, want, kKernelTol, std::string("gemm ") + what, &worst);
-            if (!e.empty()) return e;
-            // 8-bit weights: the same for GemvQ8Args::vectors
-            std::vector<float> qbatch(static_cast<size_t>(m) * n), qalone(qbatch.size()), qwant(qbatch.size());
-            for (int i = 0; i < 2; ++i) {
-              GemvQ8Args g;
-              g.k = k, g.q = q.data(), g.scale = scale.data(), g.zero = zero.data();
-              g.bias = bias.data(), g.row_begin = 0, g.row_end = n, g.act.kind = act;
-              g.x = x.data(), g.ldx = ld, g.vectors = m, g.y = (i == 0 ? qbatch : qwant).data(), g.ldy = n;
+        }
+        std::string e = equal_bits(batch, alone, std::string("gemm ") + what);
+        if (e.empty()) e = compare(batch, want, kKernelTol, std::string("gemm ") + what, worst);
+        if (!e.empty()) return e;
+        // 8-bit weights: the same for GemvQ8Args::vectors
+        std::vector<float> qbatch(static_cast<size_t>(m) * n), qalone(qbatch.size()), qwant(qbatch.size());
+        for (int i = 0; i < 2; ++i) {
+          GemvQ8Args g;
+          g.k = k, g.q = q.data(), g.scale = scale.data(), g.zero = zero.data();
+          g.bias = bias.data(), g.row_begin = 0, g.row_end = n, g.act.kind = act;
+          g.x = x.data(), g.ldx = ld, g.vectors = m, g.y = (i == 0 ? qbatch : qwant).data(), g.ldy = n;
+          tables[i]->gemv_q8(g);
+          if (i == 0)
+            for (int64_t r = 0; r < m; ++r) {
+              g.vectors = 1, g.x = x.data() + r * ld, g.y = qalone.data() + r * n;
               tables[i]->gemv_q8(g);
-              if (i == 0)
-                for (int64_t r = 0; r < m; ++r) {
-                  g.vectors = 1, g.x = x.data() + r * ld, g.y = qalone.data() + r * n;
-                  tables[i]->gemv_q8(g);
-                }
             }
-            e = equal_bits(qbatch, qalone, std::string("gemv_q8 ") + what);
-            if (e.empty()) e = compare(qbatch, qwant, kKernelTol, std::string("gemv_q8 ") + what, &worst);
-            if (!e.empty()) return e;
-          }
-        d = fmt_err(worst);
-        return std::string();
-      });
-    }
+        }
+        e = equal_bits(qbatch, qalone, std::string("gemv_q8 ") + what);
+        if (e.empty()) e = compare(qbatch, qwant, kKernelTol, std::string("gemv_q8 ") + what, worst);
+        if (!e.empty()) return e;
+      }
+    return std::string();
+  });
 }
 
 // ------------------------------------------------------------------------------ GEMV, 8-bit weights
 void test_gemv_q8(const KernelTable& t, const KernelTable& ref) {
-  const int32_t ks[] = {1, 3, 7, 17, 33, 48, 64, 130, 256, 257, 300, 1030};  // short, long rows
-  const int32_t ns[] = {1, 3, 7, 16, 17, 33, 40, 100};
-  for (int32_t k : ks)
-    for (int32_t n : ns) {
-      run_test("gemv_q8 k=" + std::to_string(k) + " n=" + std::to_string(n), [&](std::string& d) {
-        double worst = 0.0;
-        uint64_t seed = 7000 + k * 1000 + n;
-        for (bool is_signed : {false, true})
-          for (bool per_column : {false, true})
-            for (ActKind act : kActs) {
-              Rng rng(++seed);
-              const std::vector<float> x = rng.fill(k), bias = rng.fill(n);
-              std::vector<unsigned char> q(static_cast<size_t>(n) * k);
-              for (unsigned char& v : q) v = static_cast<unsigned char>(rng.next(0.0f, 255.99f));
-              std::vector<float> scale = rng.fill(per_column ? n : 1, 0.001f, 0.02f);
-              std::vector<int32_t> zero(scale.size());
-              for (int32_t& z : zero)
-                z = static_cast<int32_t>(rng.next(is_signed ? -20.0f : 100.0f, is_signed ? 20.0f : 150.0f));
-              // The kernel takes one scale / zero point / bias per output (the op expands
-              // per-tensor values).
-              std::vector<float> s(n), z(n);
-              for (int32_t j = 0; j < n; ++j) {
-                s[j] = scale[per_column ? j : 0];
-                z[j] = static_cast<float>(zero[per_column ? j : 0]);
-              }
-              std::vector<float> outs[2];
-              const KernelTable* tables[2] = {&t, &ref};
-              for (int i = 0; i < 2; ++i) {
-                outs[i] = out_buffer(n);
-                GemvQ8Args g;
-                g.k = k, g.x = x.data(), g.q = q.data(), g.is_signed = is_signed;
-                g.scale = s.data(), g.zero = z.data();
-                g.bias = n % 2 ? nullptr : bias.data();  // no bias: zeros
-                g.y = outs[i].data();
-                g.act.kind = act;
-                // Rows in two calls split at an odd row: no output depends on the split.
-                g.row_begin = 0, g.row_end = n / 3;
-                tables[i]->gemv_q8(g);
-                g.row_begin = n / 3, g.row_end = n;
-                tables[i]->gemv_q8(g);
-              }
-              char what[160];
-              std::snprintf(what, sizeof what, "k=%d n=%d signed=%d per_column=%d act=%s", k, n,
-                            is_signed, per_column, act_name(act));
-              std::string e = compare(outs[0], outs[1], kKernelTol, what, &worst);
-              if (!e.empty()) return e;
-            }
-        d = fmt_err(worst);
-        return std::string();
-      });
-    }
+  test_shapes("gemv_q8", {1, 3, 7, 17, 33, 48, 64, 130, 256, 257, 300, 1030},  // short, long rows
+              {1, 3, 7, 16, 17, 33, 40, 100}, 7000,
+              [&](int32_t k, int32_t n, uint64_t& seed, double* worst) {
+    for (bool is_signed : {false, true})
+      for (bool per_column : {false, true})
+        for (ActKind act : kActs) {
+          Rng rng(++seed);
+          const std::vector<float> x = rng.fill(k), bias = rng.fill(n);
+          std::vector<unsigned char> q(static_cast<size_t>(n) * k);
+          for (unsigned char& v : q) v = static_cast<unsigned char>(rng.next(0.0f, 255.99f));
+          std::vector<float> scale = rng.fill(per_column ? n : 1, 0.001f, 0.02f);
+          std::vector<int32_t> zero(scale.size());
+          for (int32_t& z : zero)
+            z = static_cast<int32_t>(rng.next(is_signed ? -20.0f : 100.0f, is_signed ? 20.0f : 150.0f));
+          // The kernel takes one scale / zero point / bias per output (the op expands
+          // per-tensor values).
+          std::vector<float> s(n), z(n);
+          for (int32_t j = 0; j < n; ++j) {
+            s[j] = scale[per_column ? j : 0];
+            z[j] = static_cast<float>(zero[per_column ? j : 0]);
+          }
+          std::vector<float> outs[2];
+          const KernelTable* tables[2] = {&t, &ref};
+          for (int i = 0; i < 2; ++i) {
+            outs[i] = out_buffer(n);
+            GemvQ8Args g;
+            g.k = k, g.x = x.data(), g.q = q.data(), g.is_signed = is_signed;
+            g.scale = s.data(), g.zero = z.data();
+            g.bias = n % 2 ? nullptr : bias.data();  // no bias: zeros
+            g.y = outs[i].data();
+            g.act.kind = act;
+            // Rows in two calls split at an odd row: no output depends on the split.
+            g.row_begin = 0, g.row_end = n / 3;
+            tables[i]->gemv_q8(g);
+            g.row_begin = n / 3, g.row_end = n;
+            tables[i]->gemv_q8(g);
+          }
+          char what[160];
+          std::snprintf(what, sizeof what, "k=%d n=%d signed=%d per_column=%d act=%s", k, n,
+                        is_signed, per_column, act_name(act));
+          std::string e = compare(outs[0], outs[1], kKernelTol, what, worst);
+          if (!e.empty()) return e;
+        }
+    return std::string();
+  });
 }
 
 // ------------------------------------------------------------------------------ depthwise
