@@ -82,9 +82,10 @@ class Plan {
   // x: batch NHWC images (contiguous); y: batch outputs (contiguous). Calls are serialised.
   // A batch of at least threads() images runs whole images in parallel, each thread on an
   // arena of its own (allocated on the first such call); otherwise each step's output rows
-  // are split over the threads. An image holding any NaN or Inf gets all-NaN outputs without
-  // being run (the kernels' max/min based clamps would turn it into finite garbage that
-  // differs between ISAs).
+  // are split over the threads. The batched steps (batched_steps()) then run on up to 64
+  // images at once. An image holding any NaN or Inf gets all-NaN outputs without being run
+  // (the kernels' max/min based clamps would turn it into finite garbage that differs
+  // between ISAs).
   void run(const float* x, int64_t batch, float* y);
   // run() one image `repeats` times; returns each step's total seconds (for profiling: run()
   // itself takes no timings).
